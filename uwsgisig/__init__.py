@@ -1,0 +1,60 @@
+"""uWSGI's signal framework as a Python library.
+
+Decorate handlers, declare mules and farms, raise signals from any process of
+the runtime::
+
+    from uwsgisig import Signal
+
+    hello = Signal(1)
+
+    @hello.register_handler(target="workers")
+    def greet(num: int) -> None:
+        print("signal", num)
+"""
+
+from .errors import (
+    NoSignalAvailableError,
+    NotInRuntimeError,
+    SignalAlreadyRegisteredError,
+    SignalNumberError,
+    SignalQueueFullError,
+    TargetError,
+    UwsgisigError,
+)
+from .hooks import postfork
+from .lowlevel import masterpid, mule_id, worker_id
+from .mules import Farm, Mule
+from .runtime import ProcessInfo, Runtime, RuntimeHandle
+from .signals import (
+    REGISTERED_SIGNALS,
+    Signal,
+    SignalDescription,
+    get_available_num,
+    get_last_received,
+)
+
+__all__ = [
+    "REGISTERED_SIGNALS",
+    "Farm",
+    "Mule",
+    "NoSignalAvailableError",
+    "NotInRuntimeError",
+    "ProcessInfo",
+    "Runtime",
+    "RuntimeHandle",
+    "Signal",
+    "SignalAlreadyRegisteredError",
+    "SignalDescription",
+    "SignalNumberError",
+    "SignalQueueFullError",
+    "TargetError",
+    "UwsgisigError",
+    "get_available_num",
+    "get_last_received",
+    "masterpid",
+    "mule_id",
+    "postfork",
+    "worker_id",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""Exceptions raised by uwsgisig.
+
+Every exception derives from `UwsgisigError`; the specific ones also derive
+from the builtin they refine, so ``except ValueError`` keeps working for code
+written against the `uwsgi` module.
+
+This module is a leaf: the API, the platform seam and the runtime engine all
+import it, and it imports nothing of theirs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NoSignalAvailableError",
+    "NotInRuntimeError",
+    "SignalAlreadyRegisteredError",
+    "SignalNumberError",
+    "SignalQueueFullError",
+    "TargetError",
+    "UwsgisigError",
+]
+
+MAX_SIGNAL = 255
+
+
+class UwsgisigError(Exception):
+    """Base class of every error uwsgisig raises."""
+
+
+class SignalNumberError(UwsgisigError, ValueError):
+    """A signal number is not an int in 0-255."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__(
+            f"invalid signal number {value!r}: a signal number is an int from 0 to {MAX_SIGNAL}"
+        )
+        self.value = value
+
+
+class TargetError(UwsgisigError, ValueError):
+    """A signal target is not one of the forms uWSGI knows, or names nothing."""
+
+
+class SignalAlreadyRegisteredError(UwsgisigError, ValueError):
+    """A handler is already registered for this signal number."""
+
+
+class NoSignalAvailableError(UwsgisigError):
+    """All 256 signal numbers are taken."""
+
+
+class NotInRuntimeError(UwsgisigError, RuntimeError):
+    """The call needs a running runtime (a master and its children) and there is none."""
+
+
+class SignalQueueFullError(UwsgisigError, OSError):
+    """The master's queue stayed full for the whole send timeout.
+
+    The signal that raised this was not queued; every signal sent before it was.
+    """
+
+
+def check_signal_number(num: object) -> int:
+    """Return ``num`` if it is a valid signal number, else raise `SignalNumberError`."""
+    if isinstance(num, bool) or not isinstance(num, int) or not 0 <= num <= MAX_SIGNAL:
+        raise SignalNumberError(num)
+    return num

@@ -1,0 +1,96 @@
+"""What a runtime runs: the number of workers and mules, the farms, the limits."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from ..errors import TargetError
+
+__all__ = ["FarmSpec", "RuntimeConfig", "parse_farm"]
+
+_FARM_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def _positive_ids(instance: object, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
+    if not value or any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in value):
+        raise TargetError(f"invalid mules {value!r} for a farm: give one or more mule ids >= 1")
+
+
+def _farm_name(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not _FARM_NAME.fullmatch(value):
+        raise TargetError(
+            f"invalid farm name {value!r}: use letters, digits, '_', '.' or '-'"
+        )
+
+
+@attrs.frozen
+class FarmSpec:
+    """A named group of mules; a signal or message to the farm goes to one of them."""
+
+    name: str = attrs.field(validator=_farm_name)
+    mules: tuple[int, ...] = attrs.field(converter=tuple, validator=_positive_ids)
+
+
+def parse_farm(text: str) -> FarmSpec:
+    """Parse uWSGI's ``--farm`` syntax, ``NAME:1,2``."""
+    name, sep, ids = text.partition(":")
+    try:
+        mules = tuple(int(i) for i in ids.split(",")) if sep else ()
+    except ValueError:
+        mules = ()
+    if not mules:
+        raise TargetError(f"invalid farm {text!r}: write NAME:ID[,ID...], e.g. 'images:1,2'")
+    return FarmSpec(name, mules)
+
+
+def _at_least(minimum: int) -> object:
+    def check(instance: object, attribute: attrs.Attribute, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"invalid {attribute.name} {value!r}: must be an int >= {minimum}")
+
+    return check
+
+
+def _positive_seconds(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"invalid {attribute.name} {value!r}: must be a number of seconds > 0")
+
+
+@attrs.frozen
+class RuntimeConfig:
+    """Settings of one runtime. Mules and farms declared by the app are merged in."""
+
+    workers: int = attrs.field(default=1, validator=_at_least(1))
+    mules: int = attrs.field(default=0, validator=_at_least(0))
+    farms: tuple[FarmSpec, ...] = attrs.field(default=(), converter=tuple)
+    spooler: bool = False
+    # Signals the master may hold in memory before raisers are made to wait.
+    queue_size: int = attrs.field(default=65536, validator=_at_least(1))
+    # How long send() waits for room in a full master queue before it raises.
+    send_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
+    # How long a stop waits for children to exit before it kills them.
+    stop_timeout: float = attrs.field(default=5.0, validator=_positive_seconds)
+    # How long a graceful reload waits for a worker to finish its handler.
+    reload_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
+    log_file: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        names = [farm.name for farm in self.farms]
+        for name in names:
+            if names.count(name) > 1:
+                raise TargetError(f"farm {name!r} is declared twice with different mules")
+
+    @property
+    def mule_count(self) -> int:
+        """Mules to start: enough for ``mules`` and for every farm's mule ids."""
+        farm_ids = [i for farm in self.farms for i in farm.mules]
+        return max([self.mules, *farm_ids])
+
+    def farm_index(self, name: str) -> int:
+        """The 1-based position of farm ``name``, or 0 if there is none."""
+        for index, farm in enumerate(self.farms, start=1):
+            if farm.name == name:
+                return index
+        return 0

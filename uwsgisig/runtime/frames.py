@@ -1,0 +1,87 @@
+"""The binary frames on the master <-> child sockets.
+
+Every frame on a private socket is one fixed-size little-endian record::
+
+    op: u8 | arg: u8 | num: u16 | value: u32
+
+so a batch of frames read in one ``recv`` is split with ``struct.iter_unpack``
+and no frame needs a length prefix or pickle. The shared queues (all workers,
+all mules, one farm) carry bare signal numbers, one byte each, so any reader
+takes whole signals whatever it reads.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+
+__all__ = ["ANY_SIGNAL", "FRAME", "FRAME_SIZE", "FrameReader", "Op", "RegisterError", "Role", "pack"]
+
+FRAME = struct.Struct("<BBHI")
+FRAME_SIZE = FRAME.size
+
+# `num` of a WAIT frame that waits for any signal.
+ANY_SIGNAL = 0xFFFF
+
+
+class Op(enum.IntEnum):
+    """What a frame asks for."""
+
+    # child -> master
+    RAISE = 1  # num: raise this signal (uses one credit)
+    WAIT = 2  # num: the child blocks in wait() for num, or ANY_SIGNAL
+    UNWAIT = 3  # the child stopped waiting
+    RETURN = 4  # num: a DELIVER that arrived after the child stopped waiting
+    REGISTER = 5  # num, arg: target kind, value: target index
+    READY = 6  # the child ran its post-fork hooks and serves signals
+    STATUS = 7  # who is running? (answered by PROC frames and one END)
+    # master -> child
+    RUN = 16  # num: run your handler for num
+    DELIVER = 17  # num: your wait() is answered with num
+    CREDIT = 18  # value: this many more RAISE frames may be sent
+    REGISTERED = 19  # arg: 0 accepted, else a RegisterError code
+    PROC = 20  # arg: role, num: id, value: pid
+    END = 21  # end of a STATUS answer
+    RELOAD = 22  # finish what you are doing, then exit (graceful reload)
+
+
+class Role(enum.IntEnum):
+    """The kind of a process of the runtime."""
+
+    MASTER = 0
+    WORKER = 1
+    MULE = 2
+    SPOOLER = 3
+
+
+class RegisterError(enum.IntEnum):
+    """Why the master refused a REGISTER frame."""
+
+    OK = 0
+    TAKEN = 1  # the number is registered already
+    NO_SUCH_TARGET = 2  # the target names no process of this runtime
+
+
+def pack(op: Op, num: int = 0, value: int = 0, arg: int = 0) -> bytes:
+    """Return one frame."""
+    return FRAME.pack(op, arg, num, value)
+
+
+class FrameReader:
+    """Splits a byte stream into frames, keeping a partial frame for the next read."""
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, int, int, int]]:
+        """Yield ``(op, arg, num, value)`` for every whole frame seen so far."""
+        if self._rest:
+            data = self._rest + data
+        whole = len(data) - len(data) % FRAME_SIZE
+        self._rest = data[whole:]
+        if whole == len(data):
+            return FRAME.iter_unpack(data)
+        return FRAME.iter_unpack(memoryview(data)[:whole])

@@ -1,0 +1,233 @@
+"""Start a runtime: in the foreground (the CLI) or forked, with a handle (tests, scripts)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Iterable
+from types import TracebackType
+
+import attrs
+
+from ..errors import TargetError, UwsgisigError, check_signal_number
+from .app import DECLARED_FARMS, DECLARED_MULES, POSTFORK_HOOKS, import_app
+from .child import SignalLoop
+from .config import FarmSpec, RuntimeConfig, parse_farm
+from .frames import Op, Role
+from .link import MasterGone, MasterLink
+from .master import Master, die_with_parent, kill
+from .process import CURRENT
+from .table import TABLE
+
+__all__ = ["ProcessInfo", "Runtime", "RuntimeHandle"]
+
+log = logging.getLogger("uwsgisig")
+LOG_FORMAT = "%(asctime)s uwsgisig[%(process)d] %(levelname)s %(message)s"
+
+
+@attrs.frozen
+class ProcessInfo:
+    """One process of a running runtime."""
+
+    role: str  # 'master', 'worker', 'mule' or 'spooler'
+    id: int  # worker or mule id (1-based); 0 for the master and the spooler
+    pid: int  # 0 while the process is being respawned
+    ready: bool  # it ran its post-fork hooks and serves signals
+
+
+class Runtime:
+    """A master and its workers, mules, farms and spooler.
+
+    ``app`` (a module name or a ``.py`` path) is imported in the master before
+    it forks, so the handlers, mules and farms it declares exist everywhere.
+    """
+
+    def __init__(self, app: str | None = None, *, workers: int = 1, mules: int = 0,
+                 farms: Iterable[FarmSpec | str] = (), spooler: bool = False,
+                 queue_size: int = 65536, send_timeout: float = 30.0,
+                 stop_timeout: float = 5.0, reload_timeout: float = 30.0,
+                 log_file: str | os.PathLike[str] | None = None) -> None:
+        self.app = app
+        self.config = RuntimeConfig(
+            workers=workers, mules=mules,
+            farms=tuple(parse_farm(f) if isinstance(f, str) else f for f in farms),
+            spooler=spooler, queue_size=queue_size, send_timeout=send_timeout,
+            stop_timeout=stop_timeout, reload_timeout=reload_timeout,
+            log_file=None if log_file is None else os.fspath(log_file),
+        )
+
+    def run(self) -> int:
+        """Run the master in this process until SIGINT, SIGQUIT or SIGTERM; return the exit code."""
+        return serve(self.app, self.config, controller=None)
+
+    def start(self, *, ready_timeout: float = 15.0) -> RuntimeHandle:
+        """Fork a master that runs this runtime; return once every child is ready."""
+        parent_end, master_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                parent_end.close()
+                die_with_parent(signal.SIGTERM)
+                code = serve(self.app, self.config, controller=master_end)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        master_end.close()
+        handle = RuntimeHandle(pid, parent_end, self.config)
+        try:
+            handle.wait_ready(ready_timeout)
+        except BaseException:
+            handle.stop()
+            raise
+        return handle
+
+
+def serve(app: str | None, config: RuntimeConfig, controller: socket.socket | None) -> int:
+    """Be the master: import the app, check it, fork, and loop."""
+    configure_logging(config.log_file)
+    CURRENT.role = Role.MASTER
+    CURRENT.id = 0
+    CURRENT.masterpid = os.getpid()
+    CURRENT.config = config
+    if app is not None:
+        import_app(app)
+    config = with_declarations(config)
+    CURRENT.config = config
+    master = Master(config, TABLE, hooks=POSTFORK_HOOKS, controller=controller)
+    check_targets(master)
+    CURRENT.master = master
+    return master.run()
+
+
+def with_declarations(config: RuntimeConfig) -> RuntimeConfig:
+    """Add the mules and farms the app declared to those of the command line."""
+    farms = {farm.name: farm for farm in config.farms}
+    for farm in DECLARED_FARMS.values():
+        farms.setdefault(farm.name, farm)
+    mules = max([config.mules, *DECLARED_MULES])
+    return attrs.evolve(config, mules=mules, farms=tuple(farms.values()))
+
+
+def check_targets(master: Master) -> None:
+    """Refuse to start when a registered handler targets a process that will not exist."""
+    for num, entry in TABLE.entries().items():
+        if not master.target_exists(entry.target):
+            raise TargetError(
+                f"signal {num} targets {str(entry.target)!r}, which names no process of this "
+                f"runtime ({master.config.workers} workers, {master.config.mule_count} mules, "
+                f"farms {[farm.name for farm in master.config.farms]}, "
+                f"{'a' if master.config.spooler else 'no'} spooler)"
+            )
+
+
+def configure_logging(log_file: str | None) -> None:
+    """Send uwsgisig's log to ``log_file`` or, if the program set up no logging, to stderr."""
+    if log_file is not None:
+        handler: logging.Handler = logging.FileHandler(log_file)
+    elif not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        return
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+class RuntimeHandle:
+    """Controls a runtime started with `Runtime.start`: raise, wait, inspect, stop."""
+
+    def __init__(self, pid: int, sock: socket.socket, config: RuntimeConfig) -> None:
+        self.pid = pid
+        self.config = config
+        self._link = MasterLink(sock, send_timeout=config.send_timeout)
+        self._loop = SignalLoop(self._link, [], table=None)
+        self.returncode: int | None = None
+
+    def signal(self, num: int) -> None:
+        """Raise signal ``num`` in the runtime, as a child's ``Signal(num).send()`` would."""
+        self._link.raise_signal(check_signal_number(num))
+
+    def wait(self, num: int | None = None, timeout: float = 10.0) -> int:
+        """Wait for signal ``num`` (or any) routed to a waiting process; raise TimeoutError."""
+        if num is not None:
+            check_signal_number(num)
+        return self._loop.wait(num, timeout)
+
+    def processes(self) -> list[ProcessInfo]:
+        """Every process of the runtime, the master first."""
+        answer = self._link.request(Op.STATUS, until=Op.END)
+        infos = []
+        for op, arg, num, value in answer:
+            if op == Op.PROC:
+                role = Role(arg & 0x7F)
+                ready = role == Role.MASTER or bool(arg & 0x80)
+                infos.append(ProcessInfo(role.name.lower(), num, value, ready))
+        return infos
+
+    def pids(self) -> list[int]:
+        """Pids of the master and of every live child."""
+        return [info.pid for info in self.processes() if info.pid]
+
+    def wait_ready(self, timeout: float = 15.0) -> list[ProcessInfo]:
+        """Block until every child has started and run its post-fork hooks."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                infos = self.processes()
+            except (MasterGone, TimeoutError):
+                code = self._reap(timeout=5.0)
+                raise UwsgisigError(f"the runtime exited (status {code}) before it was ready; "
+                                    f"its log says why") from None
+            if all(info.ready and info.pid for info in infos):
+                return infos
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the runtime was not ready within {timeout:g} s: {infos}")
+            # READY frames go to the master, not to us: ask again shortly.
+            self._link.read(0.01)
+
+    def reload(self) -> None:
+        """Reload the workers gracefully (SIGHUP to the master)."""
+        os.kill(self.pid, signal.SIGHUP)
+
+    def stop(self, timeout: float | None = None) -> int:
+        """Stop the runtime (SIGINT to the master) and wait for it; return its exit status."""
+        if self.returncode is not None:
+            return self.returncode
+        kill(self.pid, signal.SIGINT)
+        limit = self.config.stop_timeout + 5.0 if timeout is None else timeout
+        code = self._reap(limit)
+        if code is None:
+            kill(self.pid, signal.SIGKILL)
+            code = self._reap(None)
+        self._link.sock.close()
+        return code if code is not None else -signal.SIGKILL
+
+    def _reap(self, timeout: float | None) -> int | None:
+        """Wait for the master to exit; return its exit code, None on timeout."""
+        if self.returncode is not None:
+            return self.returncode
+        if timeout is not None:
+            fd = os.pidfd_open(self.pid)
+            try:
+                if not select.select([fd], [], [], timeout)[0]:
+                    return None
+            finally:
+                os.close(fd)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def __enter__(self) -> RuntimeHandle:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,84 @@
+"""Signal targets: who runs a signal's handler.
+
+A target is written as uWSGI writes it (``worker``, ``workers``, ``worker3``,
+``active-workers``, ``mule``, ``mules``, ``mule2``, ``spooler``,
+``farm_NAME``, ``farm1``); `parse_target` turns that text into a `Target`
+value and `str(target)` turns it back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import attrs
+
+from ..errors import TargetError
+
+__all__ = ["ALLOWED_FORMS", "Target", "TargetKind", "parse_target"]
+
+TargetKind = Literal["worker", "workers", "active-workers", "mule", "mules", "spooler", "farm"]
+
+ALLOWED_FORMS = (
+    "'worker', 'worker0', 'workerN', 'workers', 'active-workers', "
+    "'mule', 'mule0', 'muleN', 'mules', 'spooler', 'farm_NAME', 'farmN' (N >= 1)"
+)
+
+_NUMBERED = re.compile(r"(worker|mule|farm)(0|[1-9][0-9]{0,5})")
+_FARM_NAME = re.compile(r"farm_([A-Za-z0-9_.\-]+)")
+_PLAIN: dict[str, TargetKind] = {
+    "": "worker",
+    "worker": "worker",
+    "workers": "workers",
+    "active-workers": "active-workers",
+    "mule": "mule",
+    "mules": "mules",
+    "spooler": "spooler",
+}
+
+
+@attrs.frozen
+class Target:
+    """Where a signal goes.
+
+    ``index`` is N of ``workerN``/``muleN``/``farmN`` (1-based); 0 means "the
+    first available one" for ``worker``/``mule``. ``name`` is the farm name
+    of ``farm_NAME``.
+    """
+
+    kind: TargetKind
+    index: int = 0
+    name: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "farm":
+            return f"farm_{self.name}" if self.name else f"farm{self.index}"
+        if self.kind in ("worker", "mule") and self.index:
+            return f"{self.kind}{self.index}"
+        return self.kind
+
+    @property
+    def is_single(self) -> bool:
+        """True when exactly one process runs the handler for each signal."""
+        return self.kind not in ("workers", "active-workers", "mules")
+
+
+def parse_target(text: object) -> Target:
+    """Parse a uWSGI target string; raise `TargetError` naming the bad value."""
+    if not isinstance(text, str):
+        raise TargetError(f"invalid signal target {text!r}: a target is a str, one of {ALLOWED_FORMS}")
+    kind = _PLAIN.get(text)
+    if kind is not None:
+        return Target(kind)
+    numbered = _NUMBERED.fullmatch(text)
+    if numbered:
+        word, number = numbered.group(1), int(numbered.group(2))
+        if word == "farm":
+            if number == 0:
+                raise TargetError(f"invalid signal target {text!r}: farms count from 1 ('farm1')")
+            return Target("farm", index=number)
+        return Target("worker" if word == "worker" else "mule", index=number)
+    farm = _FARM_NAME.fullmatch(text)
+    if farm:
+        return Target("farm", name=farm.group(1))
+    raise TargetError(f"invalid signal target {text!r}: allowed are {ALLOWED_FORMS}")
