@@ -1,46 +1,50 @@
-"""A small uwsgisig app: a signal for every worker, one for a mule, and a driver.
+"""A small uwsgisig app: a signal for every worker, one for the first free
+worker, one for a mule, and a mule that stops the runtime when all ran.
 
 Run it with::
 
     uwsgisig run examples/hello.py --workers 2
 
-Worker 1 raises a few signals after fork, prints who ran each handler, and
-stops the whole runtime when the last handler has run.
+Worker 1 raises the signals right after fork. Every handler reports to mule 1
+by raising the unregistered signal ``ran``; mule 1 waits for all of them,
+then stops the whole runtime.
 """
 
 import os
 import signal
 
 import uwsgisig
-from uwsgisig import Mule, Signal
+from uwsgisig import Mule, Signal, lowlevel
 
 reporter = Mule(1)
 
 everyone = Signal()
 first_free = Signal()
 to_mule = Signal()
-finished = Signal()
+ran = Signal()  # no handler: it goes to the process that waits for it
+
+FIRST_FREE_TIMES = 3
 
 
 @everyone.register_handler(target="workers")
 def hello_every_worker(num: int) -> None:
     print(f"signal {num}: worker {uwsgisig.worker_id()} (pid {os.getpid()}) says hello", flush=True)
+    ran.send()
 
 
 @first_free.register_handler(target="worker")
 def hello_first_free(num: int) -> None:
-    print(f"signal {num}: first free worker was {uwsgisig.worker_id()}", flush=True)
+    print(f"signal {num}: the first free worker was worker {uwsgisig.worker_id()}", flush=True)
+    ran.send()
 
 
 @to_mule.register_handler(target=reporter)
-def hello_mule(num: int) -> None:
-    print(f"signal {num}: mule {uwsgisig.mule_id()} (pid {os.getpid()}) got it", flush=True)
-    finished.send()
-
-
-@finished.register_handler(target="mule1")
-def stop_runtime(num: int) -> None:
-    print("all done: stopping the runtime", flush=True)
+def collect_and_stop(num: int) -> None:
+    print(f"signal {num}: mule {uwsgisig.mule_id()} (pid {os.getpid()}) collects", flush=True)
+    expected = lowlevel.numproc() + FIRST_FREE_TIMES
+    for _ in range(expected):
+        ran.wait(timeout=10)
+    print(f"all {expected} handlers ran: stopping the runtime", flush=True)
     os.kill(uwsgisig.masterpid(), signal.SIGINT)
 
 
@@ -49,6 +53,6 @@ def drive() -> None:
     # Only worker 1 drives; every other process just serves signals.
     if uwsgisig.worker_id() == 1:
         everyone.send()
-        for _ in range(3):
+        for _ in range(FIRST_FREE_TIMES):
             first_free.send()
         to_mule.send()

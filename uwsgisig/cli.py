@@ -20,15 +20,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("app", help="module name or path of a .py file, imported in the master")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--mules", type=int, default=0, help="mule processes (default 0)")
-    run.add_argument("--farm", action="append", default=[], metavar="NAME:ID,ID",
-                     help="a farm of mules, e.g. images:1,2 (repeatable)")
+    run.add_argument(
+        "--farm",
+        action="append",
+        default=[],
+        metavar="NAME:ID,ID",
+        help="a farm of mules, e.g. images:1,2 (repeatable)",
+    )
     run.add_argument("--spooler", action="store_true", help="start a spooler process")
-    run.add_argument("--queue-size", type=int, default=65536,
-                     help="signals the master holds before senders wait (default 65536)")
-    run.add_argument("--send-timeout", type=float, default=30.0,
-                     help="seconds send() waits on a full queue before it raises (default 30)")
-    run.add_argument("--stop-timeout", type=float, default=5.0,
-                     help="seconds to wait for children on stop before SIGKILL (default 5)")
+    run.add_argument(
+        "--queue-size",
+        type=int,
+        default=65536,
+        help="signals the master holds before senders wait (default 65536)",
+    )
+    run.add_argument(
+        "--send-timeout",
+        type=float,
+        default=30.0,
+        help="seconds send() waits on a full queue before it raises (default 30)",
+    )
+    run.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for children on stop before SIGKILL (default 5)",
+    )
     run.add_argument("--log-file", help="write the log here instead of stderr")
     return parser
 
@@ -38,10 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         runtime = Runtime(
-            args.app, workers=args.workers, mules=args.mules,
-            farms=[parse_farm(text) for text in args.farm], spooler=args.spooler,
-            queue_size=args.queue_size, send_timeout=args.send_timeout,
-            stop_timeout=args.stop_timeout, log_file=args.log_file,
+            args.app,
+            workers=args.workers,
+            mules=args.mules,
+            farms=[parse_farm(text) for text in args.farm],
+            spooler=args.spooler,
+            queue_size=args.queue_size,
+            send_timeout=args.send_timeout,
+            stop_timeout=args.stop_timeout,
+            log_file=args.log_file,
         )
         return runtime.run()
     except (UwsgisigError, ValueError, ImportError, FileNotFoundError) as exc:

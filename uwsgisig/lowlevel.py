@@ -12,6 +12,7 @@ The high-level API (`uwsgisig.Signal`, `uwsgisig.Mule`, ...) calls exactly these
 """
 
 from .platform import (
+    i_am_the_spooler,
     in_farm,
     masterpid,
     mule_id,
@@ -25,6 +26,15 @@ from .platform import (
 )
 
 __all__ = [
-    "in_farm", "masterpid", "mule_id", "numproc", "register_signal", "signal",
-    "signal_received", "signal_registered", "signal_wait", "worker_id",
+    "i_am_the_spooler",
+    "in_farm",
+    "masterpid",
+    "mule_id",
+    "numproc",
+    "register_signal",
+    "signal",
+    "signal_received",
+    "signal_registered",
+    "signal_wait",
+    "worker_id",
 ]

@@ -23,8 +23,13 @@ from . import platform
 from .errors import NoSignalAvailableError, check_signal_number
 from .targets import TypeTarget, target_text
 
-__all__ = ["REGISTERED_SIGNALS", "Signal", "SignalDescription", "get_available_num",
-           "get_last_received"]
+__all__ = [
+    "REGISTERED_SIGNALS",
+    "Signal",
+    "SignalDescription",
+    "get_available_num",
+    "get_last_received",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,8 +100,9 @@ class Signal:
         """Whether a handler is registered for this signal in this process."""
         return platform.signal_registered(self.num)
 
-    def register_handler(self, target: TypeTarget = None, *,
-                         callback: Callable[[Signal], None] | None = None) -> Callable[[F], F]:
+    def register_handler(
+        self, target: TypeTarget = None, *, callback: Callable[[Signal], None] | None = None
+    ) -> Callable[[F], F]:
         """Decorator: make the function the handler of this signal.
 
         The handler is called with the signal number.

@@ -9,6 +9,7 @@ from .embedded import (
     add_postfork_hook,
     declare_farm,
     declare_mule,
+    i_am_the_spooler,
     in_farm,
     masterpid,
     mule_id,
@@ -23,7 +24,20 @@ from .embedded import (
 )
 
 __all__ = [
-    "NAME", "add_postfork_hook", "declare_farm", "declare_mule", "in_farm", "masterpid",
-    "mule_id", "numproc", "parse_target", "register_signal", "signal", "signal_received",
-    "signal_registered", "signal_wait", "worker_id",
+    "NAME",
+    "add_postfork_hook",
+    "declare_farm",
+    "declare_mule",
+    "i_am_the_spooler",
+    "in_farm",
+    "masterpid",
+    "mule_id",
+    "numproc",
+    "parse_target",
+    "register_signal",
+    "signal",
+    "signal_received",
+    "signal_registered",
+    "signal_wait",
+    "worker_id",
 ]

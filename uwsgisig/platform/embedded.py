@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import NotInRuntimeError, SignalAlreadyRegisteredError, TargetError, check_signal_number
+from ..errors import (
+    NotInRuntimeError,
+    SignalAlreadyRegisteredError,
+    TargetError,
+    check_signal_number,
+)
 from ..runtime import app
 from ..runtime.config import FarmSpec
 from ..runtime.frames import Op, RegisterError, Role
@@ -16,9 +21,21 @@ from ..runtime.table import TABLE
 from ..runtime.targets import Target, parse_target
 
 __all__ = [
-    "add_postfork_hook", "declare_farm", "declare_mule", "in_farm", "masterpid", "mule_id",
-    "numproc", "parse_target", "register_signal", "signal", "signal_received",
-    "signal_registered", "signal_wait", "worker_id",
+    "add_postfork_hook",
+    "declare_farm",
+    "declare_mule",
+    "i_am_the_spooler",
+    "in_farm",
+    "masterpid",
+    "mule_id",
+    "numproc",
+    "parse_target",
+    "register_signal",
+    "signal",
+    "signal_received",
+    "signal_registered",
+    "signal_wait",
+    "worker_id",
 ]
 
 NAME = "embedded"
@@ -97,6 +114,11 @@ def worker_id() -> int:
 def mule_id() -> int:
     """This mule's id (from 1), or 0 if this process is not a mule."""
     return CURRENT.id if CURRENT.role == Role.MULE else 0
+
+
+def i_am_the_spooler() -> bool:
+    """Whether this process is the spooler."""
+    return CURRENT.role == Role.SPOOLER
 
 
 def masterpid() -> int:

@@ -14,10 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import TargetError
 from .config import FarmSpec
 
-__all__ = ["DECLARED_FARMS", "DECLARED_MULES", "POSTFORK_HOOKS", "declare_farm",
-           "declare_mule", "import_app"]
+__all__ = [
+    "DECLARED_FARMS",
+    "DECLARED_MULES",
+    "POSTFORK_HOOKS",
+    "declare_farm",
+    "declare_mule",
+    "import_app",
+]
 
 DECLARED_MULES: set[int] = set()
 DECLARED_FARMS: dict[str, FarmSpec] = {}
@@ -48,7 +55,8 @@ def import_app(spec: str) -> ModuleType:
         name = path.stem
         sys.path.insert(0, str(path.parent))
         module_spec = importlib.util.spec_from_file_location(name, path)
-        assert module_spec is not None and module_spec.loader is not None
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot import app file {spec!r}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         module_spec.loader.exec_module(module)

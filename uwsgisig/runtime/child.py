@@ -30,8 +30,9 @@ log = logging.getLogger("uwsgisig")
 class SignalLoop:
     """Serves the signals of one process; ``table`` None means run no handler."""
 
-    def __init__(self, link: MasterLink, queues: Iterable[socket.socket],
-                 table: SignalTable | None) -> None:
+    def __init__(
+        self, link: MasterLink, queues: Iterable[socket.socket], table: SignalTable | None
+    ) -> None:
         self.link = link
         self.table = table
         self.queues = {queue.fileno(): queue for queue in queues}
@@ -127,8 +128,9 @@ class SignalLoop:
         try:
             entry.handler(num)
         except Exception:
-            log.exception("handler %r of signal %d raised in %s", entry.handler, num,
-                          describe_self())
+            log.exception(
+                "handler %r of signal %d raised in %s", entry.handler, num, describe_self()
+            )
 
 
 def describe_self() -> str:
@@ -147,8 +149,14 @@ def reset_posix_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def run_child(role: Role, ident: int, link: MasterLink, queues: list[socket.socket],
-              table: SignalTable, hooks: Iterable[Callable[[], object]]) -> int:
+def run_child(
+    role: Role,
+    ident: int,
+    link: MasterLink,
+    queues: list[socket.socket],
+    table: SignalTable,
+    hooks: Iterable[Callable[[], object]],
+) -> int:
     """The body of a forked child; returns its exit code."""
     loop = SignalLoop(link, queues, table)
     CURRENT.role = role

@@ -20,9 +20,7 @@ def _positive_ids(instance: object, attribute: attrs.Attribute, value: tuple[int
 
 def _farm_name(instance: object, attribute: attrs.Attribute, value: str) -> None:
     if not isinstance(value, str) or not _FARM_NAME.fullmatch(value):
-        raise TargetError(
-            f"invalid farm name {value!r}: use letters, digits, '_', '.' or '-'"
-        )
+        raise TargetError(f"invalid farm name {value!r}: use letters, digits, '_', '.' or '-'")
 
 
 @attrs.frozen

@@ -16,7 +16,16 @@ import enum
 import struct
 from collections.abc import Iterator
 
-__all__ = ["ANY_SIGNAL", "FRAME", "FRAME_SIZE", "FrameReader", "Op", "RegisterError", "Role", "pack"]
+__all__ = [
+    "ANY_SIGNAL",
+    "FRAME",
+    "FRAME_SIZE",
+    "FrameReader",
+    "Op",
+    "RegisterError",
+    "Role",
+    "pack",
+]
 
 FRAME = struct.Struct("<BBHI")
 FRAME_SIZE = FRAME.size

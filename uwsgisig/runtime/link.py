@@ -85,8 +85,16 @@ class MasterLink:
                 self.replies.append((op, arg, num, value))
         return True
 
-    def request(self, op: Op, num: int = 0, value: int = 0, arg: int = 0, *,
-                until: Op, timeout: float = 10.0) -> list[tuple[int, int, int, int]]:
+    def request(
+        self,
+        op: Op,
+        num: int = 0,
+        value: int = 0,
+        arg: int = 0,
+        *,
+        until: Op,
+        timeout: float = 10.0,
+    ) -> list[tuple[int, int, int, int]]:
         """Send a frame and return the replies up to and including the first ``until`` frame."""
         self.send(op, num, value, arg)
         deadline = time.monotonic() + timeout

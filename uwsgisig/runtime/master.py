@@ -8,6 +8,7 @@ happens in the loop, never in a signal handler.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import heapq
@@ -41,8 +42,13 @@ RESPAWN_FAST_EXIT = 1.0
 RESPAWN_DELAY_MIN = 0.1
 RESPAWN_DELAY_MAX = 5.0
 READ_SIZE = 262144
-STOP_SIGNALS = {signal.SIGINT: "int", signal.SIGQUIT: "quit", signal.SIGTERM: "term",
-                signal.SIGHUP: "hup", signal.SIGCHLD: "chld"}
+STOP_SIGNALS = {
+    signal.SIGINT: "int",
+    signal.SIGQUIT: "quit",
+    signal.SIGTERM: "term",
+    signal.SIGHUP: "hup",
+    signal.SIGCHLD: "chld",
+}
 
 
 class Peer:
@@ -112,9 +118,14 @@ class SharedQueue:
 class Master:
     """Owns the runtime's life: spawn, route, reap, respawn, stop."""
 
-    def __init__(self, config: RuntimeConfig, table: SignalTable, *,
-                 hooks: list[Callable[[], object]],
-                 controller: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        table: SignalTable,
+        *,
+        hooks: list[Callable[[], object]],
+        controller: socket.socket | None = None,
+    ) -> None:
         self.config = config
         self.table = table
         self.hooks = hooks
@@ -134,12 +145,15 @@ class Master:
             slot.queues = [self.worker_queue]
         for slot in self.mules:
             slot.queues = [self.mule_queue] + [
-                queue for farm, queue in zip(config.farms, self.farm_queues, strict=True)
+                queue
+                for farm, queue in zip(config.farms, self.farm_queues, strict=True)
                 if slot.id in farm.mules
             ]
         self.controller = Peer(controller) if controller is not None else None
         self.peers: list[Peer] = [*self.slots, *([self.controller] if self.controller else [])]
-        self.by_fd: dict[int, Peer | SharedQueue] = {peer.sock.fileno(): peer for peer in self.peers}
+        self.by_fd: dict[int, Peer | SharedQueue] = {
+            peer.sock.fileno(): peer for peer in self.peers
+        }
         self.by_fd.update({queue.write_end.fileno(): queue for queue in self.queues})
         self.waiters: list[Peer] = []  # peers blocked in wait(), oldest first
         self.unclaimed: deque[int] = deque()  # signals with no handler and no waiter yet
@@ -167,8 +181,13 @@ class Master:
         CURRENT.early_signals.clear()
         for slot in self.slots:
             self.spawn(slot)
-        log.info("uwsgisig master %d running %d workers, %d mules%s", self.pid,
-                 len(self.workers), len(self.mules), ", a spooler" if self.spooler else "")
+        log.info(
+            "uwsgisig master %d running %d workers, %d mules%s",
+            self.pid,
+            len(self.workers),
+            len(self.mules),
+            ", a spooler" if self.spooler else "",
+        )
         try:
             while self.running:
                 self._tick()
@@ -186,7 +205,9 @@ class Master:
             owner = self.by_fd.get(fd)
             if owner is None:
                 continue
-            if events & (select.POLLIN | select.POLLHUP | select.POLLERR) and isinstance(owner, Peer):
+            if events & (select.POLLIN | select.POLLHUP | select.POLLERR) and isinstance(
+                owner, Peer
+            ):
                 self._read_peer(owner)
             if events & select.POLLOUT:
                 self._dirty.add(owner)
@@ -362,8 +383,11 @@ class Master:
 
     def backlog(self) -> int:
         """Signals held in the master's memory, not yet written to any socket."""
-        return (len(self.unclaimed) + sum(peer.backlog for peer in self.peers)
-                + sum(queue.backlog for queue in self.queues))
+        return (
+            len(self.unclaimed)
+            + sum(peer.backlog for peer in self.peers)
+            + sum(queue.backlog for queue in self.queues)
+        )
 
     def _pay_credit(self, peer: Peer) -> None:
         peer.put(Op.CREDIT, value=peer.owed_credit)
@@ -431,10 +455,19 @@ class Master:
             if fd not in keep:
                 os.close(fd)
         link = MasterLink(slot.child_end, send_timeout=self.config.send_timeout)
-        CURRENT.farms = tuple(farm.name for farm in self.config.farms if slot.id in farm.mules) \
-            if slot.role == Role.MULE else ()
-        return run_child(slot.role, slot.id, link, [queue.read_end for queue in slot.queues],
-                         self.table, self.hooks)
+        CURRENT.farms = (
+            tuple(farm.name for farm in self.config.farms if slot.id in farm.mules)
+            if slot.role == Role.MULE
+            else ()
+        )
+        return run_child(
+            slot.role,
+            slot.id,
+            link,
+            [queue.read_end for queue in slot.queues],
+            self.table,
+            self.hooks,
+        )
 
     def _descriptors(self) -> list[int]:
         fds = [self._wake_r, self._wake_w]
@@ -468,8 +501,9 @@ class Master:
                 log.info("%s (pid %d) reloaded", slot.describe(), pid)
                 self.spawn(slot)
                 continue
-            log.warning("%s (pid %d) exited with %s: respawning", slot.describe(), pid,
-                        describe_exit(code))
+            log.warning(
+                "%s (pid %d) exited with %s: respawning", slot.describe(), pid, describe_exit(code)
+            )
             self._respawn_later(slot)
 
     def _respawn_later(self, slot: Slot) -> None:
@@ -479,8 +513,12 @@ class Master:
             self.spawn(slot)
             return
         slot.respawn_delay = min(max(slot.respawn_delay * 2, RESPAWN_DELAY_MIN), RESPAWN_DELAY_MAX)
-        log.warning("%s died %.2f s after its start: respawn in %.1f s", slot.describe(), lived,
-                    slot.respawn_delay)
+        log.warning(
+            "%s died %.2f s after its start: respawn in %.1f s",
+            slot.describe(),
+            lived,
+            slot.respawn_delay,
+        )
         self.call_later(slot.respawn_delay, lambda: self._respawn_if_empty(slot))
 
     def _respawn_if_empty(self, slot: Slot) -> None:
@@ -497,12 +535,18 @@ class Master:
             slot.put(Op.RELOAD)
             self._dirty.add(slot)
             pid = slot.pid
-            self.call_later(self.config.reload_timeout, lambda s=slot, p=pid: self._kill_stale(s, p))
+            self.call_later(
+                self.config.reload_timeout, lambda s=slot, p=pid: self._kill_stale(s, p)
+            )
 
     def _kill_stale(self, slot: Slot, pid: int) -> None:
         if slot.pid == pid and slot.reloading:
-            log.warning("%s (pid %d) did not reload within %g s: killing it", slot.describe(), pid,
-                        self.config.reload_timeout)
+            log.warning(
+                "%s (pid %d) did not reload within %g s: killing it",
+                slot.describe(),
+                pid,
+                self.config.reload_timeout,
+            )
             kill(pid, signal.SIGKILL)
 
     def stop_children(self) -> None:
@@ -515,7 +559,9 @@ class Master:
             self._wait_wakeup(deadline - time.monotonic())
             self.reap()
         for pid in list(self.by_pid):
-            log.warning("pid %d ignored SIGTERM for %g s: killing it", pid, self.config.stop_timeout)
+            log.warning(
+                "pid %d ignored SIGTERM for %g s: killing it", pid, self.config.stop_timeout
+            )
             kill(pid, signal.SIGKILL)
         while self.by_pid:
             self._wait_wakeup(1.0)
@@ -607,10 +653,9 @@ def describe_exit(code: int) -> str:
 
 
 def kill(pid: int, signum: int) -> None:
-    try:
+    """Send ``signum`` to ``pid``; a process that is already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def die_with_parent(signum: int) -> None:

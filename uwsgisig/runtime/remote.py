@@ -22,7 +22,9 @@ def parse_address(remote: str) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` too); raise ValueError naming a bad address."""
     host, sep, port = remote.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid remote address {remote!r}: write HOST:PORT, e.g. '127.0.0.1:3031'")
+        raise ValueError(
+            f"invalid remote address {remote!r}: write HOST:PORT, e.g. '127.0.0.1:3031'"
+        )
     return host.strip("[]"), int(port)
 
 

@@ -48,17 +48,30 @@ class Runtime:
     it forks, so the handlers, mules and farms it declares exist everywhere.
     """
 
-    def __init__(self, app: str | None = None, *, workers: int = 1, mules: int = 0,
-                 farms: Iterable[FarmSpec | str] = (), spooler: bool = False,
-                 queue_size: int = 65536, send_timeout: float = 30.0,
-                 stop_timeout: float = 5.0, reload_timeout: float = 30.0,
-                 log_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        app: str | None = None,
+        *,
+        workers: int = 1,
+        mules: int = 0,
+        farms: Iterable[FarmSpec | str] = (),
+        spooler: bool = False,
+        queue_size: int = 65536,
+        send_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+        reload_timeout: float = 30.0,
+        log_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.app = app
         self.config = RuntimeConfig(
-            workers=workers, mules=mules,
+            workers=workers,
+            mules=mules,
             farms=tuple(parse_farm(f) if isinstance(f, str) else f for f in farms),
-            spooler=spooler, queue_size=queue_size, send_timeout=send_timeout,
-            stop_timeout=stop_timeout, reload_timeout=reload_timeout,
+            spooler=spooler,
+            queue_size=queue_size,
+            send_timeout=send_timeout,
+            stop_timeout=stop_timeout,
+            reload_timeout=reload_timeout,
             log_file=None if log_file is None else os.fspath(log_file),
         )
 
@@ -184,8 +197,9 @@ class RuntimeHandle:
                 infos = self.processes()
             except (MasterGone, TimeoutError):
                 code = self._reap(timeout=5.0)
-                raise UwsgisigError(f"the runtime exited (status {code}) before it was ready; "
-                                    f"its log says why") from None
+                raise UwsgisigError(
+                    f"the runtime exited (status {code}) before it was ready; its log says why"
+                ) from None
             if all(info.ready and info.pid for info in infos):
                 return infos
             if time.monotonic() > deadline:
@@ -228,6 +242,10 @@ class RuntimeHandle:
     def __enter__(self) -> RuntimeHandle:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -36,8 +36,13 @@ class SignalTable:
     def __init__(self) -> None:
         self._entries: list[Entry | None] = [None] * 256
 
-    def register(self, num: int, target: Target, handler: Handler | None,
-                 owner: tuple[int, int] | None = None) -> Entry:
+    def register(
+        self,
+        num: int,
+        target: Target,
+        handler: Handler | None,
+        owner: tuple[int, int] | None = None,
+    ) -> Entry:
         """Add an entry; raise `SignalAlreadyRegisteredError` if ``num`` has one."""
         check_signal_number(num)
         if self._entries[num] is not None:

@@ -66,7 +66,9 @@ class Target:
 def parse_target(text: object) -> Target:
     """Parse a uWSGI target string; raise `TargetError` naming the bad value."""
     if not isinstance(text, str):
-        raise TargetError(f"invalid signal target {text!r}: a target is a str, one of {ALLOWED_FORMS}")
+        raise TargetError(
+            f"invalid signal target {text!r}: a target is a str, one of {ALLOWED_FORMS}"
+        )
     kind = _PLAIN.get(text)
     if kind is not None:
         return Target(kind)
