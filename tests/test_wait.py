@@ -73,15 +73,20 @@ def test_wait_for_a_specific_number_gets_it_even_if_registered(start_app):
 
         @Signal(1).register_handler(target="worker1")
         def waiter(num):
-            Signal(201).send()
             got = Signal(5).wait(timeout=10)
             record("woke", got)
             Signal(200).send()
+
+        @Signal(6).register_handler(target="worker1")
+        def waiting(num):
+            # Runs inside the wait: the master has the WAIT frame before this one.
+            Signal(201).send()
     """,
         workers=1,
         mules=1,
     )
     app.handle.signal(1)
+    app.handle.signal(6)  # behind signal 1 on worker 1's socket
     app.handle.wait(201, timeout=10)
     app.handle.signal(5)
     app.handle.wait(DONE, timeout=10)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
+    MAX_SIGNAL,
     NotInRuntimeError,
     SignalAlreadyRegisteredError,
     TargetError,
@@ -73,6 +74,10 @@ def _register_with_master(num: int, who: str, target: Target) -> None:
 
 def signal(num: int, remote: str | None = None) -> None:
     """Raise signal ``num`` in this runtime, or on the uWSGI node at ``remote``."""
+    loop = CURRENT.loop
+    if remote is None and loop is not None and type(num) is int and 0 <= num <= MAX_SIGNAL:
+        loop.link.raise_signal(num)  # the hot path: a child raising a valid number
+        return
     check_signal_number(num)
     if remote is not None:
         send_remote_signal(num, remote)

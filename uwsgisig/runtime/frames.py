@@ -20,6 +20,8 @@ __all__ = [
     "ANY_SIGNAL",
     "FRAME",
     "FRAME_SIZE",
+    "RAISE_FRAMES",
+    "RUN_FRAMES",
     "FrameReader",
     "Op",
     "RegisterError",
@@ -77,6 +79,11 @@ def pack(op: Op, num: int = 0, value: int = 0, arg: int = 0) -> bytes:
     return FRAME.pack(op, arg, num, value)
 
 
+# The frames sent once per signal, made once: the hot path only indexes them.
+RAISE_FRAMES = tuple(pack(Op.RAISE, num) for num in range(256))
+RUN_FRAMES = tuple(pack(Op.RUN, num) for num in range(256))
+
+
 class FrameReader:
     """Splits a byte stream into frames, keeping a partial frame for the next read."""
 
@@ -87,10 +94,12 @@ class FrameReader:
 
     def feed(self, data: bytes) -> Iterator[tuple[int, int, int, int]]:
         """Yield ``(op, arg, num, value)`` for every whole frame seen so far."""
+        return FRAME.iter_unpack(self.whole_frames(data))
+
+    def whole_frames(self, data: bytes) -> bytes:
+        """Return the whole frames seen so far, as bytes; keep the partial one."""
         if self._rest:
             data = self._rest + data
         whole = len(data) - len(data) % FRAME_SIZE
         self._rest = data[whole:]
-        if whole == len(data):
-            return FRAME.iter_unpack(data)
-        return FRAME.iter_unpack(memoryview(data)[:whole])
+        return data if whole == len(data) else data[:whole]

@@ -15,7 +15,7 @@ import time
 from collections import deque
 
 from ..errors import SignalQueueFullError
-from .frames import FrameReader, Op, pack
+from .frames import RAISE_FRAMES, FrameReader, Op, pack
 
 __all__ = ["MasterGone", "MasterLink", "RAISE_WINDOW"]
 
@@ -46,25 +46,33 @@ class MasterLink:
 
     def send(self, op: Op, num: int = 0, value: int = 0, arg: int = 0) -> None:
         """Send one frame that needs no credit."""
+        self._write(pack(op, num, value, arg))
+
+    def _write(self, frame: bytes) -> None:
         try:
-            self.sock.sendall(pack(op, num, value, arg))
+            self.sock.sendall(frame)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise MasterGone() from exc
 
     def raise_signal(self, num: int) -> None:
         """Queue ``num`` in the master; wait for credit while the master is full."""
         if not self.credit:
-            deadline = time.monotonic() + self.send_timeout
-            while not self.credit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SignalQueueFullError(
-                        f"signal {num} was not sent: the master's queue stayed full for "
-                        f"{self.send_timeout:g} s (no process is free to take its signals)"
-                    )
-                self.read(remaining)
-        self.send(Op.RAISE, num)
+            self._wait_for_credit(num)
+        # Written at once, never buffered here: once this returns, the signal is
+        # in the master's socket and survives this process.
+        self._write(RAISE_FRAMES[num])
         self.credit -= 1
+
+    def _wait_for_credit(self, num: int) -> None:
+        deadline = time.monotonic() + self.send_timeout
+        while not self.credit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SignalQueueFullError(
+                    f"signal {num} was not sent: the master's queue stayed full for "
+                    f"{self.send_timeout:g} s (no process is free to take its signals)"
+                )
+            self.read(remaining)
 
     def read(self, timeout: float | None) -> bool:
         """Read what the master sent, waiting up to ``timeout`` seconds; True if anything came."""
