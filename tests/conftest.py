@@ -159,6 +159,7 @@ def fresh_state() -> Iterator[None]:
     app_declarations.DECLARED_MULES.clear()
     app_declarations.DECLARED_FARMS.clear()
     app_declarations.POSTFORK_HOOKS.clear()
+    app_declarations.DECLARED_EVENTS.clear()
     for field in ProcessState.__attrs_attrs__:  # type: ignore[attr-defined]
         setattr(CURRENT, field.name, getattr(ProcessState(), field.name))
 

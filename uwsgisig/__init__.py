@@ -12,9 +12,11 @@ the runtime::
         print("signal", num)
 """
 
+from . import monitoring, scheduling
 from .errors import (
     NoSignalAvailableError,
     NotInRuntimeError,
+    ScheduleError,
     SignalAlreadyRegisteredError,
     SignalNumberError,
     SignalQueueFullError,
@@ -42,6 +44,7 @@ __all__ = [
     "ProcessInfo",
     "Runtime",
     "RuntimeHandle",
+    "ScheduleError",
     "Signal",
     "SignalAlreadyRegisteredError",
     "SignalDescription",
@@ -52,8 +55,10 @@ __all__ = [
     "get_available_num",
     "get_last_received",
     "masterpid",
+    "monitoring",
     "mule_id",
     "postfork",
+    "scheduling",
     "worker_id",
 ]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "NoSignalAvailableError",
     "NotInRuntimeError",
+    "ScheduleError",
     "SignalAlreadyRegisteredError",
     "SignalNumberError",
     "SignalQueueFullError",
@@ -51,6 +52,11 @@ class NoSignalAvailableError(UwsgisigError):
 
 class NotInRuntimeError(UwsgisigError, RuntimeError):
     """The call needs a running runtime (a master and its children) and there is none."""
+
+
+class ScheduleError(UwsgisigError, ValueError):
+    """A timer, cron or file monitor is invalid: a period <= 0, a cron field out
+    of range, an unparsable crontab, a path that does not exist."""
 
 
 class SignalQueueFullError(UwsgisigError, OSError):

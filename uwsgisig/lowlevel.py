@@ -12,6 +12,11 @@ The high-level API (`uwsgisig.Signal`, `uwsgisig.Mule`, ...) calls exactly these
 """
 
 from .platform import (
+    add_cron,
+    add_file_monitor,
+    add_ms_timer,
+    add_rb_timer,
+    add_timer,
     i_am_the_spooler,
     in_farm,
     masterpid,
@@ -26,6 +31,11 @@ from .platform import (
 )
 
 __all__ = [
+    "add_cron",
+    "add_file_monitor",
+    "add_ms_timer",
+    "add_rb_timer",
+    "add_timer",
     "i_am_the_spooler",
     "in_farm",
     "masterpid",

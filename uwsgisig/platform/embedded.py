@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
     MAX_SIGNAL,
     NotInRuntimeError,
+    ScheduleError,
     SignalAlreadyRegisteredError,
     TargetError,
     check_signal_number,
 )
 from ..runtime import app
 from ..runtime.config import FarmSpec
+from ..runtime.cron import CronSpec
+from ..runtime.events import CronEvent, Event, FileEvent, TimerEvent, encode
 from ..runtime.frames import Op, RegisterError, Role
 from ..runtime.master import target_code
 from ..runtime.process import CURRENT
 from ..runtime.remote import send_remote_signal
 from ..runtime.table import TABLE
 from ..runtime.targets import Target, parse_target
+from ..runtime.timers import TimerKind, check_period
 
 __all__ = [
+    "check_cron",
+    "check_crontab",
+    "check_monitor_path",
+    "check_ms_timer",
+    "check_timer",
+    "add_cron",
+    "add_crontab",
+    "add_file_monitor",
+    "add_ms_timer",
+    "add_rb_timer",
+    "add_timer",
     "add_postfork_hook",
     "declare_farm",
     "declare_mule",
@@ -154,3 +170,82 @@ def declare_farm(name: str, mules: tuple[int, ...]) -> None:
 def add_postfork_hook(hook: Callable[[], object]) -> None:
     """Run ``hook`` in every child right after fork."""
     app.POSTFORK_HOOKS.append(hook)
+
+
+def add_timer(signum: int, seconds: float) -> None:
+    """Raise ``signum`` every ``seconds`` seconds, from the master."""
+    _add_event(TimerEvent(signum, seconds, 0, TimerKind.TIMER))
+
+
+def add_rb_timer(signum: int, seconds: float, iterations: int = 0) -> None:
+    """Raise ``signum`` every ``seconds`` seconds, ``iterations`` times (0 = forever)."""
+    _add_event(TimerEvent(signum, seconds, iterations, TimerKind.RB_TIMER))
+
+
+def add_ms_timer(signum: int, ms: float) -> None:
+    """Raise ``signum`` every ``ms`` milliseconds, from the master."""
+    _add_event(_ms_timer_event(signum, ms))
+
+
+def _ms_timer_event(signum: int, ms: float) -> TimerEvent:
+    period = check_period(ms, name="interval", unit="milliseconds") / 1000.0
+    return TimerEvent(signum, period, 0, TimerKind.MS_TIMER)
+
+
+def add_cron(
+    signum: int,
+    minute: int | None = -1,
+    hour: int | None = -1,
+    day: int | None = -1,
+    month: int | None = -1,
+    weekday: int | None = -1,
+) -> None:
+    """Raise ``signum`` in every minute that matches; -1 (or None) is any, -N every N."""
+    _add_event(CronEvent(signum, CronSpec.from_uwsgi(minute, hour, day, month, weekday)))
+
+
+def add_crontab(signum: int, crontab: str) -> None:
+    """Raise ``signum`` in every minute the 5-field ``crontab`` string matches."""
+    _add_event(CronEvent(signum, CronSpec.parse(crontab)))
+
+
+def add_file_monitor(signum: int, path: str | os.PathLike[str]) -> None:
+    """Raise ``signum`` whenever the file or directory ``path`` changes."""
+    _add_event(FileEvent(signum, path))
+
+
+def check_timer(seconds: float, iterations: int = 0) -> None:
+    """Raise `ScheduleError` unless ``add_rb_timer(n, seconds, iterations)`` would accept them."""
+    TimerEvent(0, seconds, iterations)
+
+
+def check_ms_timer(ms: float) -> None:
+    """Raise `ScheduleError` unless ``add_ms_timer(n, ms)`` would accept ``ms``."""
+    _ms_timer_event(0, ms)
+
+
+def check_cron(*fields: int | None) -> None:
+    """Raise `ScheduleError` unless ``add_cron(n, *fields)`` would accept them."""
+    CronSpec.from_uwsgi(*fields)
+
+
+def check_crontab(crontab: str) -> None:
+    """Raise `ScheduleError` unless ``crontab`` parses."""
+    CronSpec.parse(crontab)
+
+
+def check_monitor_path(path: str | os.PathLike[str]) -> None:
+    """Raise `FileNotFoundError` (a `ScheduleError`) unless ``path`` exists."""
+    FileEvent(0, path)
+
+
+def _add_event(event: Event) -> None:
+    """Before fork the master arms the event when it starts; after fork a child asks it."""
+    if CURRENT.loop is None:
+        app.DECLARED_EVENTS.append(event)
+        return
+    answer = CURRENT.loop.link.request_with_payload(
+        Op.ADD_EVENT, event.signum, encode(event), until=Op.EVENT_ADDED
+    )
+    if answer[-1][1]:
+        raise ScheduleError(f"the master could not arm {event} (its log says why)")

@@ -16,8 +16,10 @@ from types import ModuleType
 
 from ..errors import TargetError
 from .config import FarmSpec
+from .events import Event
 
 __all__ = [
+    "DECLARED_EVENTS",
     "DECLARED_FARMS",
     "DECLARED_MULES",
     "POSTFORK_HOOKS",
@@ -29,6 +31,7 @@ __all__ = [
 DECLARED_MULES: set[int] = set()
 DECLARED_FARMS: dict[str, FarmSpec] = {}
 POSTFORK_HOOKS: list[Callable[[], object]] = []
+DECLARED_EVENTS: list[Event] = []  # timers, crons and file monitors, armed when the master starts
 
 
 def declare_mule(mule_id: int) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "RegisterError",
     "Role",
     "pack",
+    "pack_payload",
 ]
 
 FRAME = struct.Struct("<BBHI")
@@ -47,6 +48,8 @@ class Op(enum.IntEnum):
     REGISTER = 5  # num, arg: target kind, value: target index
     READY = 6  # the child ran its post-fork hooks and serves signals
     STATUS = 7  # who is running? (answered by PROC frames and one END)
+    PAYLOAD = 8  # value: 4 more bytes of the payload of the request that follows
+    ADD_EVENT = 9  # value: payload length; the payload encodes a timer, cron or file monitor
     # master -> child
     RUN = 16  # num: run your handler for num
     DELIVER = 17  # num: your wait() is answered with num
@@ -55,6 +58,7 @@ class Op(enum.IntEnum):
     PROC = 20  # arg: role, num: id, value: pid
     END = 21  # end of a STATUS answer
     RELOAD = 22  # finish what you are doing, then exit (graceful reload)
+    EVENT_ADDED = 23  # arg: 0 armed, 1 refused (the master logs why)
 
 
 class Role(enum.IntEnum):
@@ -77,6 +81,15 @@ class RegisterError(enum.IntEnum):
 def pack(op: Op, num: int = 0, value: int = 0, arg: int = 0) -> bytes:
     """Return one frame."""
     return FRAME.pack(op, arg, num, value)
+
+
+def pack_payload(payload: bytes) -> bytes:
+    """PAYLOAD frames carrying ``payload``, 4 bytes each (the last one padded with zeros)."""
+    padded = payload + bytes(-len(payload) % 4)
+    return b"".join(
+        pack(Op.PAYLOAD, value=int.from_bytes(padded[i : i + 4], "little"))
+        for i in range(0, len(padded), 4)
+    )
 
 
 # The frames sent once per signal, made once: the hot path only indexes them.

@@ -15,7 +15,7 @@ import time
 from collections import deque
 
 from ..errors import SignalQueueFullError
-from .frames import RAISE_FRAMES, FrameReader, Op, pack
+from .frames import RAISE_FRAMES, FrameReader, Op, pack, pack_payload
 
 __all__ = ["MasterGone", "MasterLink", "RAISE_WINDOW"]
 
@@ -92,6 +92,13 @@ class MasterLink:
             else:
                 self.replies.append((op, arg, num, value))
         return True
+
+    def request_with_payload(
+        self, op: Op, num: int, payload: bytes, *, until: Op, timeout: float = 10.0
+    ) -> list[tuple[int, int, int, int]]:
+        """Send ``payload`` in PAYLOAD frames, then ``op``; return the replies up to ``until``."""
+        self._write(pack_payload(payload))
+        return self.request(op, num, len(payload), until=until, timeout=timeout)
 
     def request(
         self,

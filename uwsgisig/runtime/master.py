@@ -14,6 +14,7 @@ import errno
 import heapq
 import itertools
 import logging
+import math
 import os
 import select
 import signal
@@ -22,10 +23,11 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from ..errors import SignalAlreadyRegisteredError
+from ..errors import ScheduleError, SignalAlreadyRegisteredError
 from .config import RuntimeConfig
+from .events import Event, EventSources, decode
 from .frames import (
     ANY_SIGNAL,
     FRAME,
@@ -72,6 +74,7 @@ class Peer:
         self.outbox = bytearray()
         self.waiting: int | None = None  # the signal its wait() waits for
         self.owed_credit = 0
+        self.payload = bytearray()  # of the request being received, from PAYLOAD frames
 
     def put(self, op: Op, num: int = 0, value: int = 0, arg: int = 0) -> None:
         self.outbox += pack(op, num, value, arg)
@@ -135,9 +138,13 @@ class Master:
         table: SignalTable,
         *,
         hooks: list[Callable[[], object]],
+        events: Iterable[Event] = (),
         controller: socket.socket | None = None,
     ) -> None:
         self.config = config
+        self.declared_events = list(events)
+        self.events = EventSources()
+        self._monitor_fd = -1
         self.table = table
         self.hooks = hooks
         self.pid = os.getpid()
@@ -192,6 +199,8 @@ class Master:
             self._poll.register(peer.sock, select.POLLIN)
         for queue in self.queues:
             self._poll.register(queue.write_end, 0)
+        for event in self.declared_events:
+            self.add_event(event)
         for num in CURRENT.early_signals:
             self.route(num)
         CURRENT.early_signals.clear()
@@ -209,14 +218,18 @@ class Master:
                 self._tick()
         finally:
             self.stop_children()
+            self.events.close()
         log.info("uwsgisig master %d stopped", self.pid)
         return 0
 
     def _tick(self) -> None:
-        timeout = self._run_due_timers()
-        for fd, events in self._poll.poll(timeout):
+        for fd, events in self._poll.poll(self._poll_timeout()):
             if fd == self._wake_r:
                 self._drain_wakeup()
+                continue
+            if fd == self._monitor_fd:
+                for num in self.events.read_monitor():
+                    self.route(num)
                 continue
             owner = self.by_fd.get(fd)
             if owner is None:
@@ -227,8 +240,40 @@ class Master:
                 self._read_peer(owner)
             if events & select.POLLOUT:
                 self._dirty.add(owner)
+        for num in self.events.due():
+            self.route(num)
         self._handle_posix_signals()
         self._flush()
+
+    def _poll_timeout(self) -> int | None:
+        """Milliseconds until the next internal timer or external event, None if none."""
+        timeouts = [self._run_due_timers(), self.events.timeout()]
+        due = [timeout for timeout in timeouts if timeout is not None]
+        return math.ceil(min(due) * 1000) if due else None
+
+    # ---------------------------------------------------------------- events
+
+    def add_event(self, event: Event) -> None:
+        """Arm a timer, cron or file monitor; its signals are routed like any other."""
+        self.events.add(event)
+        fd = self.events.fileno()
+        if fd != self._monitor_fd:
+            self._monitor_fd = fd
+            self._poll.register(fd, select.POLLIN)
+        log.debug("armed %s", event)
+
+    def _add_event_for(self, peer: Peer, length: int) -> None:
+        """A child asked for a timer, cron or file monitor after fork."""
+        payload = bytes(peer.payload[:length])
+        peer.payload.clear()
+        try:
+            self.add_event(decode(payload))
+        except (ScheduleError, OSError) as exc:
+            log.error("%s asked for an event the master cannot arm: %s", peer.describe(), exc)
+            peer.put(Op.EVENT_ADDED, arg=1)
+        else:
+            peer.put(Op.EVENT_ADDED, arg=0)
+        self._dirty.add(peer)
 
     # ---------------------------------------------------------------- routing
 
@@ -365,6 +410,10 @@ class Master:
                 log.debug("%s (pid %s) is ready", peer.describe(), peer.pid)
             elif op == Op.STATUS:
                 self._answer_status(peer)
+            elif op == Op.PAYLOAD:
+                peer.payload += value.to_bytes(4, "little")
+            elif op == Op.ADD_EVENT:
+                self._add_event_for(peer, value)
             else:
                 log.error("unexpected frame %d from %s", op, peer.describe())
         if raised:
@@ -548,6 +597,7 @@ class Master:
             fds.append(slot.child_end.fileno())
         for queue in self.queues:
             fds += [queue.write_end.fileno(), queue.read_end.fileno()]
+        fds.append(self._monitor_fd)
         return [fd for fd in fds if fd >= 0]
 
     def reap(self) -> None:
@@ -688,13 +738,13 @@ class Master:
         """Run ``callback`` in the loop after ``delay`` seconds."""
         heapq.heappush(self.timers, (time.monotonic() + delay, next(self._timer_seq), callback))
 
-    def _run_due_timers(self) -> int | None:
-        """Run what is due; return the poll timeout in ms until the next timer."""
+    def _run_due_timers(self) -> float | None:
+        """Run what is due; return the seconds until the next internal timer."""
         while self.timers:
             due = self.timers[0][0]
             now = time.monotonic()
             if due > now:
-                return int((due - now) * 1000) + 1
+                return due - now
             _, _, callback = heapq.heappop(self.timers)
             callback()
         return None

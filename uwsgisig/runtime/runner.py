@@ -16,7 +16,7 @@ from types import TracebackType
 import attrs
 
 from ..errors import TargetError, UwsgisigError, check_signal_number
-from .app import DECLARED_FARMS, DECLARED_MULES, POSTFORK_HOOKS, import_app
+from .app import DECLARED_EVENTS, DECLARED_FARMS, DECLARED_MULES, POSTFORK_HOOKS, import_app
 from .child import SignalLoop
 from .config import FarmSpec, RuntimeConfig, parse_farm
 from .frames import Op, Role
@@ -114,7 +114,9 @@ def serve(app: str | None, config: RuntimeConfig, controller: socket.socket | No
         import_app(app)
     config = with_declarations(config)
     CURRENT.config = config
-    master = Master(config, TABLE, hooks=POSTFORK_HOOKS, controller=controller)
+    master = Master(
+        config, TABLE, hooks=POSTFORK_HOOKS, events=DECLARED_EVENTS, controller=controller
+    )
     check_targets(master)
     CURRENT.master = master
     return master.run()

@@ -1,0 +1,41 @@
+"""File monitors: a signal whenever a file or a directory changes.
+
+Mirrors uwsgiconf's ``uwsgiconf.runtime.monitoring``::
+
+    from uwsgisig.monitoring import register_file_monitor
+
+    @register_file_monitor("/etc/myapp/settings.toml", target="workers")
+    def reload_settings(num: int) -> None:
+        ...
+
+On Linux the master watches with inotify; elsewhere it compares the path's
+state every half second. A directory is not watched recursively: creating,
+changing or deleting an entry directly in it raises the signal once.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import platform
+from .scheduling import Decorator, attach
+from .signals import Signal
+from .targets import TypeTarget
+
+__all__ = ["register_file_monitor"]
+
+
+def register_file_monitor(
+    path: str | os.PathLike[str], *, target: TypeTarget | Signal = None
+) -> Decorator | None:
+    """Raise a signal whenever ``path`` (a file or a directory) changes.
+
+    Args:
+        path: an existing file or directory.
+        target: who runs the handler (default ``worker``), or a `Signal` to raise.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (a `ScheduleError` too).
+    """
+    platform.check_monitor_path(path)
+    return attach(target, lambda signal: platform.add_file_monitor(signal.num, path))

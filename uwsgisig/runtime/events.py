@@ -1,0 +1,171 @@
+"""External events: the timers, crons and file monitors that raise signals in the master.
+
+An event is declared with a value (`TimerEvent`, `CronEvent`, `FileEvent`):
+in the master before fork (the app module), or by a child after fork, which
+sends the value to the master as a JSON payload (`encode` / `decode`). The
+master keeps every event in one `EventSources`, which tells its loop how long
+it may sleep and which signals are due when it wakes. Events fire in the
+master only, and the master routes their signals like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import attrs
+
+from ..errors import ScheduleError, check_signal_number
+from .cron import CronSpec, CronTable, local_now, seconds_until_next_minute
+from .fsmon import FileMonitor, PollingFileMonitor, check_path, create_file_monitor
+from .timers import Timer, TimerHeap, TimerKind, check_period
+
+__all__ = ["CronEvent", "Event", "EventSources", "FileEvent", "TimerEvent", "decode", "encode"]
+
+# Past a minute boundary by this much, so float rounding never evaluates the old minute again.
+CRON_MARGIN = 0.001
+
+
+def _iterations(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ScheduleError(
+            f"invalid timer iterations {value!r}: must be an int >= 0 (0 = forever)"
+        )
+    return value
+
+
+@attrs.frozen
+class TimerEvent:
+    """Raise ``signum`` every ``period`` seconds; ``iterations`` times, or forever if 0."""
+
+    signum: int = attrs.field(converter=check_signal_number)
+    period: float = attrs.field(converter=check_period)
+    iterations: int = attrs.field(default=0, converter=_iterations)
+    kind: TimerKind = attrs.field(default=TimerKind.TIMER, converter=TimerKind)
+
+
+@attrs.frozen
+class CronEvent:
+    """Raise ``signum`` in every wall-clock minute that ``spec`` matches."""
+
+    signum: int = attrs.field(converter=check_signal_number)
+    spec: CronSpec = attrs.field(validator=attrs.validators.instance_of(CronSpec))
+
+
+def _existing_path(value: object) -> str:
+    # Absolute: the master resolves it, and a child's working directory may differ.
+    return os.path.abspath(check_path(value))
+
+
+@attrs.frozen
+class FileEvent:
+    """Raise ``signum`` when the file or directory ``path`` changes (not recursive)."""
+
+    signum: int = attrs.field(converter=check_signal_number)
+    path: str = attrs.field(converter=_existing_path)
+
+
+Event = TimerEvent | CronEvent | FileEvent
+
+
+def encode(event: Event) -> bytes:
+    """The payload a child sends to register ``event`` with the master."""
+    if isinstance(event, TimerEvent):
+        fields = {"timer": event.period, "iterations": event.iterations, "kind": event.kind.value}
+    elif isinstance(event, CronEvent):
+        fields = {"cron": str(event.spec)}
+    else:
+        fields = {"path": event.path}
+    return json.dumps({"signum": event.signum, **fields}).encode()
+
+
+def decode(payload: bytes) -> Event:
+    """The event a child's payload describes; raises ScheduleError if it is invalid."""
+    try:
+        fields = json.loads(payload)
+        signum = fields["signum"]
+        if "timer" in fields:
+            return TimerEvent(signum, fields["timer"], fields["iterations"], fields["kind"])
+        if "cron" in fields:
+            return CronEvent(signum, CronSpec.parse(fields["cron"]))
+        return FileEvent(signum, fields["path"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ScheduleError(f"invalid event request {payload[:100]!r}: {exc}") from exc
+
+
+class EventSources:
+    """Every timer, cron and file monitor of a master.
+
+    Args:
+        clock: the monotonic clock timers are scheduled on.
+        wall_clock: the local time cron entries are matched against.
+        monitor_factory: makes the file monitor, on the first `FileEvent`.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = local_now,
+        monitor_factory: Callable[[], FileMonitor | PollingFileMonitor] = create_file_monitor,
+    ) -> None:
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.monitor_factory = monitor_factory
+        self.timers = TimerHeap()
+        self.cron = CronTable()
+        self.monitor: FileMonitor | PollingFileMonitor | None = None
+        self._next_cron_check: float | None = None
+
+    def add(self, event: Event) -> None:
+        """Arm ``event``: a timer counts its period from now; a cron is checked at once."""
+        if isinstance(event, TimerEvent):
+            self.timers.add(
+                Timer(event.signum, event.period, event.iterations, self.clock(), event.kind)
+            )
+        elif isinstance(event, CronEvent):
+            self.cron.add(event.signum, event.spec)
+            self._next_cron_check = self.clock()
+        else:
+            if self.monitor is None:
+                self.monitor = self.monitor_factory()
+            self.monitor.add(event.path, event.signum)
+
+    def fileno(self) -> int:
+        """The descriptor that wakes the loop on file changes, or -1 if there is none."""
+        return self.monitor.fileno() if self.monitor is not None else -1
+
+    def timeout(self) -> float | None:
+        """Seconds the loop may sleep before an event is due; None if none ever is."""
+        now = self.clock()
+        deadlines = [self.timers.next_due(), self._next_cron_check]
+        if self.monitor is not None:
+            deadlines.append(self.monitor.next_check())
+        due = [deadline for deadline in deadlines if deadline is not None]
+        return max(0.0, min(due) - now) if due else None
+
+    def due(self) -> list[int]:
+        """The signals of the timers, crons and polled files that are due now."""
+        now = self.clock()
+        signals = self.timers.pop_due(now)
+        if self._next_cron_check is not None and now >= self._next_cron_check:
+            wall = self.wall_clock()
+            signals += self.cron.due(wall)
+            self._next_cron_check = now + seconds_until_next_minute(wall) + CRON_MARGIN
+        if self.monitor is not None:
+            next_check = self.monitor.next_check()  # None for inotify: its descriptor wakes us
+            if next_check is not None and now >= next_check:
+                signals += self.monitor.read()
+        return signals
+
+    def read_monitor(self) -> list[int]:
+        """The signals of the file changes the monitor's descriptor reported."""
+        return self.monitor.read() if self.monitor is not None else []
+
+    def close(self) -> None:
+        """Release the file monitor."""
+        if self.monitor is not None:
+            self.monitor.close()
