@@ -1,19 +1,22 @@
 """uWSGI's signal framework as a Python library.
 
 Decorate handlers, declare mules and farms, raise signals from any process of
-the runtime::
+the runtime:
 
-    from uwsgisig import Signal
+```python
+from uwsgisig import Signal
 
-    hello = Signal(1)
+hello = Signal(1)
 
-    @hello.register_handler(target="workers")
-    def greet(num: int) -> None:
-        print("signal", num)
+@hello.register_handler(target="workers")
+def greet(num: int) -> None:
+    print("signal", num)
+```
 """
 
 from . import monitoring, scheduling
 from .errors import (
+    MonitorPathError,
     NoSignalAvailableError,
     NotInRuntimeError,
     ScheduleError,
@@ -38,6 +41,7 @@ from .signals import (
 __all__ = [
     "REGISTERED_SIGNALS",
     "Farm",
+    "MonitorPathError",
     "Mule",
     "NoSignalAvailableError",
     "NotInRuntimeError",

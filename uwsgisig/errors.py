@@ -11,6 +11,7 @@ import it, and it imports nothing of theirs.
 from __future__ import annotations
 
 __all__ = [
+    "MonitorPathError",
     "NoSignalAvailableError",
     "NotInRuntimeError",
     "ScheduleError",
@@ -57,6 +58,13 @@ class NotInRuntimeError(UwsgisigError, RuntimeError):
 class ScheduleError(UwsgisigError, ValueError):
     """A timer, cron or file monitor is invalid: a period <= 0, a cron field out
     of range, an unparsable crontab, a path that does not exist."""
+
+
+class MonitorPathError(FileNotFoundError, ScheduleError):
+    """The path given to a file monitor does not exist.
+
+    `FileNotFoundError` comes first so that ``.filename`` names the path.
+    """
 
 
 class SignalQueueFullError(UwsgisigError, OSError):

@@ -1,12 +1,14 @@
 """The low-level calls, named as in uWSGI's `uwsgi` module.
 
 Code written against ``uwsgi.register_signal``, ``uwsgi.signal``,
-``uwsgi.signal_wait`` and friends can use these unchanged::
+``uwsgi.signal_wait`` and friends can use these unchanged:
 
-    from uwsgisig import lowlevel as uwsgi
+```python
+from uwsgisig import lowlevel as uwsgi
 
-    uwsgi.register_signal(30, "workers", on_reload)
-    uwsgi.signal(30)
+uwsgi.register_signal(30, "workers", on_reload)
+uwsgi.signal(30)
+```
 
 The high-level API (`uwsgisig.Signal`, `uwsgisig.Mule`, ...) calls exactly these.
 """

@@ -1,12 +1,14 @@
 """File monitors: a signal whenever a file or a directory changes.
 
-Mirrors uwsgiconf's ``uwsgiconf.runtime.monitoring``::
+Mirrors uwsgiconf's ``uwsgiconf.runtime.monitoring``:
 
-    from uwsgisig.monitoring import register_file_monitor
+```python
+from uwsgisig.monitoring import register_file_monitor
 
-    @register_file_monitor("/etc/myapp/settings.toml", target="workers")
-    def reload_settings(num: int) -> None:
-        ...
+@register_file_monitor("/etc/myapp/settings.toml", target="workers")
+def reload_settings(num: int) -> None:
+    ...
+```
 
 On Linux the master watches with inotify; elsewhere it compares the path's
 state every half second. A directory is not watched recursively: creating,

@@ -2,17 +2,19 @@
 
 Mirrors uwsgiconf's ``uwsgiconf.runtime.scheduling``: each function takes a
 target and returns a decorator that makes the function the handler of a new
-signal, raised by the schedule::
+signal, raised by the schedule:
 
-    from uwsgisig.scheduling import register_cron, register_timer
+```python
+from uwsgisig.scheduling import register_cron, register_timer
 
-    @register_timer(10, target="mules")
-    def every_ten_seconds(num: int) -> None:
-        ...
+@register_timer(10, target="mules")
+def every_ten_seconds(num: int) -> None:
+    ...
 
-    @register_cron("*/5 * * * 1-5")  # every 5 minutes, Monday to Friday
-    def business_hours(num: int) -> None:
-        ...
+@register_cron("*/5 * * * 1-5")  # every 5 minutes, Monday to Friday
+def business_hours(num: int) -> None:
+    ...
+```
 
 Given an existing `Signal` as ``target``, they attach the schedule to it and
 return None, as uwsgiconf does. Timers and crons fire in the master, never in

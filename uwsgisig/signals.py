@@ -1,17 +1,19 @@
 """Signals: numbered events that the master routes to the processes that handle them.
 
 Mirrors uwsgiconf's ``uwsgiconf.runtime.signals``, so code written for it
-runs by changing the import::
+runs by changing the import:
 
-    from uwsgisig import Signal
+```python
+from uwsgisig import Signal
 
-    reload_cache = Signal()
+reload_cache = Signal()
 
-    @reload_cache.register_handler(target="workers")
-    def on_reload(num: int) -> None:
-        ...
+@reload_cache.register_handler(target="workers")
+def on_reload(num: int) -> None:
+    ...
 
-    reload_cache.send()
+reload_cache.send()
+```
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import ScheduleError, check_signal_number
+from ..errors import MonitorPathError, ScheduleError, check_signal_number
 from .timers import check_period
 
 try:
@@ -85,10 +85,6 @@ WATCH_MASK: Final = (
     | _IN_MOVED_TO
 )
 """The inotify events watched on each path: uWSGI's mask."""
-
-
-class MonitorPathError(FileNotFoundError, ScheduleError):
-    """The path given to a file monitor does not exist."""
 
 
 @runtime_checkable
