@@ -1,65 +1,10 @@
 """The one seam between the public API and an engine.
 
 The API calls these functions and nothing below them; they run on uwsgisig's
-own runtime (`uwsgisig.platform.embedded`).
+own runtime (`uwsgisig.platform.embedded`), which defines the whole set.
 """
 
-from .embedded import (
-    NAME,
-    add_cron,
-    add_crontab,
-    add_file_monitor,
-    add_ms_timer,
-    add_postfork_hook,
-    add_rb_timer,
-    add_timer,
-    check_cron,
-    check_crontab,
-    check_monitor_path,
-    check_ms_timer,
-    check_timer,
-    declare_farm,
-    declare_mule,
-    i_am_the_spooler,
-    in_farm,
-    masterpid,
-    mule_id,
-    numproc,
-    parse_target,
-    register_signal,
-    signal,
-    signal_received,
-    signal_registered,
-    signal_wait,
-    worker_id,
-)
+from . import embedded as _engine
+from .embedded import *  # noqa: F403 - the seam is exactly the engine's public calls
 
-__all__ = [
-    "NAME",
-    "check_cron",
-    "check_crontab",
-    "check_monitor_path",
-    "check_ms_timer",
-    "check_timer",
-    "add_cron",
-    "add_crontab",
-    "add_file_monitor",
-    "add_ms_timer",
-    "add_rb_timer",
-    "add_timer",
-    "add_postfork_hook",
-    "declare_farm",
-    "declare_mule",
-    "i_am_the_spooler",
-    "in_farm",
-    "masterpid",
-    "mule_id",
-    "numproc",
-    "parse_target",
-    "register_signal",
-    "signal",
-    "signal_received",
-    "signal_registered",
-    "signal_wait",
-    "worker_id",
-]
+__all__ = list(_engine.__all__)

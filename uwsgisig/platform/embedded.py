@@ -27,6 +27,7 @@ from ..runtime.targets import Target, parse_target
 from ..runtime.timers import TimerKind, check_period
 
 __all__ = [
+    "NAME",
     "check_cron",
     "check_crontab",
     "check_monitor_path",
