@@ -29,7 +29,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import NamedTuple
+
+from bench_signals import print_problems  # this folder is on sys.path when run as a script
 
 from uwsgisig import Runtime
 
@@ -250,20 +252,6 @@ def grid_points(start: float, period: float, low: float, high: float) -> int:
     first = max(1, math.ceil((low - start) / period))
     last = math.ceil((high - start) / period) - 1
     return max(0, last - first + 1)
-
-
-def print_problems(log_file: Path, out: TextIO) -> None:
-    """Print the WARNING and ERROR lines of the runtime's log, if any."""
-    if not log_file.exists():
-        return
-    problems = [
-        line
-        for line in log_file.read_text().splitlines()
-        if " WARNING " in line or " ERROR " in line
-    ]
-    if problems:
-        print(f"\nthe runtime logged {len(problems)} warnings/errors, e.g.:", file=out)
-        print("\n".join(problems[:10]), file=out)
 
 
 # ------------------------------------------------------------------ report

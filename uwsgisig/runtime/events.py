@@ -21,20 +21,12 @@ import attrs
 from ..errors import ScheduleError, check_signal_number
 from .cron import CronSpec, CronTable, local_now, seconds_until_next_minute
 from .fsmon import FileMonitor, PollingFileMonitor, check_path, create_file_monitor
-from .timers import Timer, TimerHeap, TimerKind, check_period
+from .timers import Timer, TimerHeap, TimerKind, check_iterations, check_period
 
 __all__ = ["CronEvent", "Event", "EventSources", "FileEvent", "TimerEvent", "decode", "encode"]
 
 # Past a minute boundary by this much, so float rounding never evaluates the old minute again.
 CRON_MARGIN = 0.001
-
-
-def _iterations(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ScheduleError(
-            f"invalid timer iterations {value!r}: must be an int >= 0 (0 = forever)"
-        )
-    return value
 
 
 @attrs.frozen
@@ -43,7 +35,7 @@ class TimerEvent:
 
     signum: int = attrs.field(converter=check_signal_number)
     period: float = attrs.field(converter=check_period)
-    iterations: int = attrs.field(default=0, converter=_iterations)
+    iterations: int = attrs.field(default=0, converter=check_iterations)
     kind: TimerKind = attrs.field(default=TimerKind.TIMER, converter=TimerKind)
 
 

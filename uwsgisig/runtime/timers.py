@@ -41,6 +41,7 @@ __all__ = [
     "Timer",
     "TimerHeap",
     "TimerKind",
+    "check_iterations",
     "check_period",
     "ms_timer",
     "rb_timer",
@@ -69,7 +70,8 @@ def check_period(value: object, *, name: str = "period", unit: str = "seconds") 
     return float(value)
 
 
-def _check_iterations(value: object) -> int:
+def check_iterations(value: object) -> int:
+    """Return ``value`` if it is an int >= 0 (0 means forever), else raise `ScheduleError`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ScheduleError(
             f"invalid timer iterations {value!r}: must be an int >= 0 (0 means forever)"
@@ -98,7 +100,7 @@ class Timer:
 
     signum: int = attrs.field(converter=check_signal_number)
     period: float = attrs.field(converter=check_period)
-    iterations: int = attrs.field(default=0, converter=_check_iterations)
+    iterations: int = attrs.field(default=0, converter=check_iterations)
     start: float = attrs.field(factory=time.monotonic, converter=_check_start)
     kind: TimerKind = attrs.field(
         default=TimerKind.TIMER, validator=attrs.validators.instance_of(TimerKind)
