@@ -18,6 +18,7 @@ import pytest
 
 from uwsgisig import Runtime, RuntimeHandle, signals
 from uwsgisig.runtime import app as app_declarations
+from uwsgisig.runtime import offload
 from uwsgisig.runtime.process import CURRENT, ProcessState
 from uwsgisig.runtime.table import TABLE
 
@@ -160,6 +161,10 @@ def fresh_state() -> Iterator[None]:
     app_declarations.DECLARED_FARMS.clear()
     app_declarations.POSTFORK_HOOKS.clear()
     app_declarations.DECLARED_EVENTS.clear()
+    app_declarations.DECLARED_PROGRAMS.clear()
+    app_declarations.HANDLERS.message = None
+    app_declarations.HANDLERS.spool = None
+    offload.OFFLOADED.clear()
     for field in ProcessState.__attrs_attrs__:  # type: ignore[attr-defined]
         setattr(CURRENT, field.name, getattr(ProcessState(), field.name))
 

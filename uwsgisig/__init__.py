@@ -14,8 +14,10 @@ def greet(num: int) -> None:
 ```
 """
 
-from . import monitoring, scheduling
+from . import monitoring, scheduling, spooler
 from .errors import (
+    MessageQueueFullError,
+    MessageTooLargeError,
     MonitorPathError,
     NoSignalAvailableError,
     NotInRuntimeError,
@@ -28,7 +30,7 @@ from .errors import (
 )
 from .hooks import postfork
 from .lowlevel import masterpid, mule_id, worker_id
-from .mules import Farm, Mule
+from .mules import Farm, Mule, Offloaded
 from .runtime import ProcessInfo, Runtime, RuntimeHandle
 from .signals import (
     REGISTERED_SIGNALS,
@@ -41,10 +43,13 @@ from .signals import (
 __all__ = [
     "REGISTERED_SIGNALS",
     "Farm",
+    "MessageQueueFullError",
+    "MessageTooLargeError",
     "MonitorPathError",
     "Mule",
     "NoSignalAvailableError",
     "NotInRuntimeError",
+    "Offloaded",
     "ProcessInfo",
     "Runtime",
     "RuntimeHandle",
@@ -63,6 +68,7 @@ __all__ = [
     "mule_id",
     "postfork",
     "scheduling",
+    "spooler",
     "worker_id",
 ]
 

@@ -27,7 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:ID,ID",
         help="a farm of mules, e.g. images:1,2 (repeatable)",
     )
-    run.add_argument("--spooler", action="store_true", help="start a spooler process")
+    run.add_argument(
+        "--mule",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a mule that runs this function (or .py script) as its loop (repeatable)",
+    )
+    run.add_argument(
+        "--spooler",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="DIR",
+        help="start a spooler process; with DIR, it runs the spool jobs kept there",
+    )
+    run.add_argument(
+        "--spooler-frequency",
+        type=float,
+        default=30.0,
+        help="seconds between the spooler's looks at DIR and job retries (default 30)",
+    )
     run.add_argument(
         "--queue-size",
         type=int,
@@ -59,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             mules=args.mules,
             farms=[parse_farm(text) for text in args.farm],
+            mule_loops=args.mule,
             spooler=args.spooler,
+            spooler_frequency=args.spooler_frequency,
             queue_size=args.queue_size,
             send_timeout=args.send_timeout,
             stop_timeout=args.stop_timeout,

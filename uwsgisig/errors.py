@@ -11,6 +11,8 @@ import it, and it imports nothing of theirs.
 from __future__ import annotations
 
 __all__ = [
+    "MessageQueueFullError",
+    "MessageTooLargeError",
     "MonitorPathError",
     "NoSignalAvailableError",
     "NotInRuntimeError",
@@ -71,6 +73,25 @@ class SignalQueueFullError(UwsgisigError, OSError):
     """The master's queue stayed full for the whole send timeout.
 
     The signal that raised this was not queued; every signal sent before it was.
+    """
+
+
+class MessageTooLargeError(UwsgisigError, ValueError):
+    """A mule message is longer than the most a queue carries."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"a mule message of {size} bytes is too large: the limit is {limit} bytes "
+            "(send a path or a spool job for bigger data)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class MessageQueueFullError(UwsgisigError, OSError):
+    """A mule or farm queue stayed full for the whole send timeout.
+
+    The message that raised this was not queued; every message sent before it was.
     """
 
 

@@ -13,22 +13,29 @@ uwsgi.signal(30)
 The high-level API (`uwsgisig.Signal`, `uwsgisig.Mule`, ...) calls exactly these.
 """
 
+import os
+
 from .platform import (
     add_cron,
     add_file_monitor,
     add_ms_timer,
     add_rb_timer,
     add_timer,
+    farm_get_msg,
+    farm_msg,
     i_am_the_spooler,
     in_farm,
     masterpid,
+    mule_get_msg,
     mule_id,
+    mule_msg,
     numproc,
     register_signal,
     signal,
     signal_received,
     signal_registered,
     signal_wait,
+    spool,
     worker_id,
 )
 
@@ -38,11 +45,16 @@ __all__ = [
     "add_ms_timer",
     "add_rb_timer",
     "add_timer",
+    "farm_get_msg",
+    "farm_msg",
     "i_am_the_spooler",
     "in_farm",
     "masterpid",
+    "mule_get_msg",
     "mule_id",
+    "mule_msg",
     "numproc",
+    "send_to_spooler",
     "register_signal",
     "signal",
     "signal_received",
@@ -50,3 +62,20 @@ __all__ = [
     "signal_wait",
     "worker_id",
 ]
+
+
+def send_to_spooler(
+    message_dict: dict[str, str | bytes] | None = None,
+    spooler: str | os.PathLike[str] | None = None,
+    priority: int | None = None,
+    at: float | None = None,
+    body: bytes | None = None,
+    **kwargs: str | bytes,
+) -> str:
+    """Spool a job, as ``uwsgi.send_to_spooler``; return the job's path.
+
+    Jobs run in the order they were spooled: ``priority`` is not supported.
+    """
+    if priority is not None:
+        raise NotImplementedError("send_to_spooler(priority=...) is not supported by uwsgisig")
+    return spool(message_dict, body=body, at=at, spooler=spooler, **kwargs)

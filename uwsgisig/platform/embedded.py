@@ -14,14 +14,17 @@ from ..errors import (
     TargetError,
     check_signal_number,
 )
-from ..runtime import app
-from ..runtime.config import FarmSpec
+from ..runtime import app, offload
+from ..runtime.app import HANDLERS
+from ..runtime.config import FarmSpec, MuleProgram
 from ..runtime.cron import CronSpec
 from ..runtime.events import CronEvent, Event, FileEvent, TimerEvent, encode
 from ..runtime.frames import Op, RegisterError, Role
 from ..runtime.master import target_code
+from ..runtime.messages import MessageQueue, PostOffice, as_message
 from ..runtime.process import CURRENT
 from ..runtime.remote import send_remote_signal
+from ..runtime.spool import SpoolDir
 from ..runtime.table import TABLE
 from ..runtime.targets import Target, parse_target
 from ..runtime.timers import TimerKind, check_period
@@ -40,15 +43,25 @@ __all__ = [
     "add_rb_timer",
     "add_timer",
     "add_postfork_hook",
+    "call_offloaded",
     "declare_farm",
     "declare_mule",
+    "declare_program",
+    "farm_get_msg",
+    "farm_msg",
     "i_am_the_spooler",
     "in_farm",
     "masterpid",
+    "mule_get_msg",
     "mule_id",
+    "mule_msg",
     "numproc",
     "parse_target",
+    "register_offload",
     "register_signal",
+    "set_message_hook",
+    "set_spool_handler",
+    "spool",
     "signal",
     "signal_received",
     "signal_registered",
@@ -250,3 +263,172 @@ def _add_event(event: Event) -> None:
     )
     if answer[-1][1]:
         raise ScheduleError(f"the master could not arm {event} (its log says why)")
+
+
+# ---------------------------------------------------------------- mule messages
+
+
+def mule_msg(
+    message: bytes | str, mule: int | str | None = None, *, timeout: float | None = None
+) -> bool:
+    """Send ``message`` to mule ``mule``, to the first free mule (None or 0), or to a farm (str).
+
+    Waits up to ``timeout`` seconds (the runtime's send timeout by default)
+    while the queue is full, then raises `MessageQueueFullError`. Returns True.
+    """
+    data = as_message(message)
+    post = _post_office("send a mule message")
+    queue = post.to_farm(mule) if isinstance(mule, str) else post.to_mule(mule or 0)
+    _put(queue, data, timeout)
+    return True
+
+
+def farm_msg(farm: str, message: bytes | str, *, timeout: float | None = None) -> bool:
+    """Send ``message`` to farm ``farm``: the first of its mules that is free takes it."""
+    data = as_message(message)
+    if not isinstance(farm, str):
+        raise TargetError(f"invalid farm {farm!r}: a farm name is a str")
+    _put(_post_office("send a farm message").to_farm(farm), data, timeout)
+    return True
+
+
+def _put(queue: MessageQueue, data: bytes, timeout: float | None) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        raise ValueError(f"invalid timeout {timeout!r}: give seconds >= 0, or None")
+    queue.put(data, CURRENT.config.send_timeout if timeout is None else timeout)
+
+
+def _post_office(what: str) -> PostOffice:
+    if CURRENT.post is None:
+        raise NotInRuntimeError(
+            f"cannot {what}: messages are sent from a worker, mule or spooler of a running runtime"
+        )
+    return CURRENT.post
+
+
+def mule_get_msg(
+    signals: bool = True,
+    farms: bool = True,
+    buffer_size: int = 65536,
+    timeout: float | None = -1,
+) -> bytes | None:
+    """In a mule: block until a message for it (or, with ``farms``, for its farms) arrives.
+
+    Signals that arrive meanwhile run their handlers unless ``signals`` is
+    False. ``timeout`` is in seconds; -1 or None waits forever. Returns None on
+    timeout. Messages are never cut: ``buffer_size`` is accepted for uWSGI's
+    sake and ignored.
+    """
+    del buffer_size
+    return _get_message("mule_get_msg", signals=signals, mule=True, farms=farms, timeout=timeout)
+
+
+def farm_get_msg(*, signals: bool = True, timeout: float | None = None) -> bytes | None:
+    """In a mule: block until a message for one of its farms arrives; None on timeout."""
+    return _get_message("farm_get_msg", signals=signals, mule=False, farms=True, timeout=timeout)
+
+
+def _get_message(
+    call: str, *, signals: bool, mule: bool, farms: bool, timeout: float | None
+) -> bytes | None:
+    loop = CURRENT.loop
+    if loop is None or loop.mailbox is None:
+        raise NotInRuntimeError(f"{call}() works only in a mule")
+    if (
+        timeout is not None
+        and timeout != -1
+        and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0)
+    ):
+        raise ValueError(f"invalid timeout {timeout!r}: give seconds >= 0, or None")
+    wait = None if timeout is None or timeout == -1 else float(timeout)
+    sources = loop.sources(signals=signals, mail=loop.mailbox.queues(mule=mule, farms=farms))
+    return loop.get_message(sources, wait)
+
+
+def set_message_hook(hook: Callable[[bytes], object] | None) -> None:
+    """Run ``hook(message)`` in a mule's default loop for each message that is not a call."""
+    if hook is not None and not callable(hook):
+        raise TypeError(f"a message hook must be callable, not {hook!r}")
+    HANDLERS.message = hook
+
+
+def register_offload(func: Callable[..., Any]) -> str:
+    """Make ``func`` runnable by a mule message; return the name it travels under."""
+    if not callable(func):
+        raise TypeError(f"only a callable can be offloaded, not {func!r}")
+    return offload.register(func)
+
+
+def call_offloaded(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    mule: int = 0,
+    farm: str | None = None,
+) -> None:
+    """Ask mule ``mule`` (0: the first free one) or farm ``farm`` to run ``name``."""
+    message = offload.pack_call(name, args, kwargs)
+    if farm is not None:
+        farm_msg(farm, message)
+    else:
+        mule_msg(message, mule)
+
+
+def declare_program(mule: int | None, body: Callable[[], object] | str) -> int:
+    """Make mule ``mule`` (None: the next free id) run ``body``; return the mule's id."""
+    if CURRENT.loop is not None:
+        raise NotInRuntimeError(
+            "a mule's loop is declared in the app module, before the runtime forks"
+        )
+    if mule is None:
+        known = [CURRENT.config.mule_count, *app.DECLARED_MULES]
+        mule = max(known) + 1
+    app.declare_program(MuleProgram(mule, body))
+    return mule
+
+
+# ---------------------------------------------------------------- spooler
+
+
+def spool(
+    message: dict[str, str | bytes] | None = None,
+    *,
+    body: bytes | None = None,
+    at: float | None = None,
+    spooler: str | os.PathLike[str] | None = None,
+    **fields: str | bytes,
+) -> str:
+    """Write a job to the spool directory and wake the spooler; return the job's path.
+
+    ``spooler`` names the directory when the runtime's own is not meant (or
+    outside a runtime: the runtime's spooler finds the job at its next look).
+    ``at`` is the UNIX time before which the job does not run.
+    """
+    job: dict[str, str | bytes] = {**(message or {}), **fields}
+    if body is not None:
+        if not isinstance(body, bytes):
+            raise TypeError(f"a spool job's body is bytes, not {type(body).__name__}")
+        job["body"] = body
+    if at is not None and (isinstance(at, bool) or not isinstance(at, (int, float))):
+        raise ValueError(f"invalid at {at!r}: give a UNIX time in seconds")
+    directory = spooler if spooler is not None else CURRENT.config.spool_dir
+    if directory is None:
+        raise NotInRuntimeError(
+            "cannot spool: this runtime has no spool directory (start it with "
+            "--spooler DIR, or pass spooler=DIR)"
+        )
+    path = SpoolDir(directory).put(job, at=at)
+    if CURRENT.loop is not None and CURRENT.config.spooler:
+        # Waking the spooler for a job in another directory costs it one look.
+        CURRENT.loop.link.send(Op.SPOOLED)
+    return str(path)
+
+
+def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> None:
+    """Run ``handler(job)`` in the spooler for each job; None or SPOOL_OK means done."""
+    if handler is not None and not callable(handler):
+        raise TypeError(f"a spool handler must be callable, not {handler!r}")
+    HANDLERS.spool = handler

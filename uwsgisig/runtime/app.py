@@ -13,18 +13,25 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import attrs
 
 from ..errors import TargetError
-from .config import FarmSpec
+from .config import FarmSpec, MuleProgram
 from .events import Event
 
 __all__ = [
     "DECLARED_EVENTS",
     "DECLARED_FARMS",
     "DECLARED_MULES",
+    "DECLARED_PROGRAMS",
+    "HANDLERS",
     "POSTFORK_HOOKS",
+    "AppHandlers",
     "declare_farm",
     "declare_mule",
+    "declare_program",
     "import_app",
 ]
 
@@ -32,6 +39,20 @@ DECLARED_MULES: set[int] = set()
 DECLARED_FARMS: dict[str, FarmSpec] = {}
 POSTFORK_HOOKS: list[Callable[[], object]] = []
 DECLARED_EVENTS: list[Event] = []  # timers, crons and file monitors, armed when the master starts
+DECLARED_PROGRAMS: dict[int, MuleProgram] = {}  # mules that run a loop of their own
+
+
+@attrs.define
+class AppHandlers:
+    """The app's handlers of things that are not signals."""
+
+    # Called with each message a mule's default loop takes that is not an offloaded call.
+    message: Callable[[bytes], object] | None = None
+    # Called with each spool job; returns None or SPOOL_OK when the job is done.
+    spool: Callable[[dict[str, Any]], object] | None = None
+
+
+HANDLERS = AppHandlers()
 
 
 def declare_mule(mule_id: int) -> None:
@@ -47,6 +68,15 @@ def declare_farm(farm: FarmSpec) -> None:
             f"farm {farm.name!r} is declared with mules {known.mules} and {farm.mules}"
         )
     DECLARED_FARMS[farm.name] = farm
+
+
+def declare_program(program: MuleProgram) -> None:
+    """Ask for mule ``program.mule`` to run ``program.body`` instead of the signal loop."""
+    known = DECLARED_PROGRAMS.get(program.mule)
+    if known is not None and known != program:
+        raise TargetError(f"mule {program.mule} already runs {known.describe()}")
+    DECLARED_PROGRAMS[program.mule] = program
+    declare_mule(program.mule)
 
 
 def import_app(spec: str) -> ModuleType:

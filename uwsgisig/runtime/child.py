@@ -17,9 +17,17 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 
+import attrs
+
+from .app import HANDLERS
+from .config import MuleProgram
 from .frames import ANY_SIGNAL, Op, Role
 from .link import MasterGone, MasterLink
+from .messages import Mailbox, MessageQueue
+from .offload import is_call, run_call
 from .process import CURRENT
+from .programs import run_program
+from .spool import SpoolDir, Spooler
 from .table import SignalTable
 
 __all__ = ["SignalLoop", "run_child"]
@@ -31,23 +39,24 @@ HOT_STREAK = 64
 
 
 class Poller:
-    """Waits on the private socket and the shared queues of one child.
+    """Waits on the descriptors one child reads.
 
-    On Linux the shared queues are watched with ``EPOLLEXCLUSIVE``: a signal
-    written to a queue wakes one idle reader, not all of them, so idle
-    workers do not race for every signal.
+    On Linux the queues shared with other children are watched with
+    ``EPOLLEXCLUSIVE``: a signal or message written to one wakes one idle
+    reader, not all of them, so idle children do not race for every item.
     """
 
-    def __init__(self, private_fd: int, shared_fds: list[int]) -> None:
+    def __init__(self, plain_fds: list[int], shared_fds: list[int]) -> None:
         self._epoll = getattr(select, "epoll", None)
         if self._epoll is not None:
             self._epoll = select.epoll()
-            self._epoll.register(private_fd, select.EPOLLIN)
+            for fd in plain_fds:
+                self._epoll.register(fd, select.EPOLLIN)
             for fd in shared_fds:
                 self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         else:
             self._poll = select.poll()
-            for fd in [private_fd, *shared_fds]:
+            for fd in [*plain_fds, *shared_fds]:
                 self._poll.register(fd, select.POLLIN)
 
     def wait(self, timeout: float | None) -> list[tuple[int, int]]:
@@ -57,26 +66,76 @@ class Poller:
         return self._poll.poll(None if timeout is None else int(timeout * 1000) + 1)
 
 
+@attrs.frozen
+class Sources:
+    """What one kind of wait reads: signals or not, and which message queues."""
+
+    signals: bool
+    mail: dict[int, MessageQueue]  # by the fd of the read end
+    fds: frozenset[int]
+    poller: Poller
+
+
+# What a child's loop gets next: a signal frame ``(op, num)`` or a message.
+Incoming = tuple[int, int] | bytes
+
+
 class SignalLoop:
-    """Serves the signals of one process; ``table`` None means run no handler."""
+    """Serves the signals (and, in a mule, the messages) of one process.
+
+    ``table`` None means run no handler; ``mailbox`` is a mule's message queues.
+    """
 
     def __init__(
-        self, link: MasterLink, queues: Iterable[socket.socket], table: SignalTable | None
+        self,
+        link: MasterLink,
+        queues: Iterable[socket.socket],
+        table: SignalTable | None,
+        mailbox: Mailbox | None = None,
     ) -> None:
         self.link = link
         self.table = table
         self.queues = {queue.fileno(): queue for queue in queues}
+        self.mailbox = mailbox
         self.waiting: int | None = None  # what the master believes we wait for
         self.reload_requested = False
-        self._hot_queue: socket.socket | None = None
+        self._hot: socket.socket | MessageQueue | None = None
         self._streak = 0
-        self._poller = Poller(link.fileno(), list(self.queues))
+        self._sources: dict[tuple[bool, tuple[int, ...]], Sources] = {}
+        self._signals = self.sources(signals=True, mail=())
+        self._everything = self.sources(
+            signals=True, mail=mailbox.queues() if mailbox is not None else ()
+        )
+
+    def sources(self, *, signals: bool, mail: tuple[MessageQueue, ...]) -> Sources:
+        """The sources (and their poller, made once) of a wait for signals and/or ``mail``."""
+        key = (signals, tuple(queue.fileno() for queue in mail))
+        known = self._sources.get(key)
+        if known is not None:
+            return known
+        plain = [self.link.fileno()] if signals else []
+        shared = list(self.queues) if signals else []
+        own = self.mailbox.own if self.mailbox is not None else None
+        for queue in mail:
+            (plain if queue is own else shared).append(queue.fileno())
+        made = Sources(
+            signals,
+            {queue.fileno(): queue for queue in mail},
+            frozenset(plain + shared),
+            Poller(plain, shared),
+        )
+        self._sources[key] = made
+        return made
 
     def serve_forever(self) -> None:
-        """Run handlers until the master asks this process to reload."""
+        """Run handlers (and, in a mule, take messages) until asked to reload."""
+        everything = self._everything
         while not self.reload_requested:
-            op, num = self._next_signal(None)  # type: ignore[misc]
-            self._handle(op, num)
+            incoming = self.next(None, everything)
+            if type(incoming) is bytes:
+                self._dispatch(incoming)
+            else:
+                self.handle(*incoming)  # type: ignore[misc]
 
     def wait(self, num: int | None = None, timeout: float | None = None) -> int:
         """Block until signal ``num`` (or any signal) arrives; return its number.
@@ -93,12 +152,12 @@ class SignalLoop:
                 if remaining is not None and remaining <= 0:
                     what = "any signal" if num is None else f"signal {num}"
                     raise TimeoutError(f"no {what} arrived within {timeout:g} s")
-                incoming = self._next_signal(remaining)
+                incoming = self.next(remaining, self._signals)
                 if incoming is None:
                     continue
-                op, got = incoming
+                op, got = incoming  # type: ignore[misc]
                 answered = op == Op.DELIVER and self.waiting is not None
-                received = self._handle(op, got)
+                received = self.handle(op, got)
                 if received is not None and (answered or want in (ANY_SIGNAL, received)):
                     return received
         finally:
@@ -106,64 +165,101 @@ class SignalLoop:
                 self.waiting = None
                 self.link.send(Op.UNWAIT)
 
-    def _next_signal(self, timeout: float | None) -> tuple[int, int] | None:
-        """Return the next ``(op, num)`` for this process, or None after ``timeout``."""
-        link = self.link
-        if link.inbox:
-            return link.inbox.popleft()
-        taken = self._take_from_hot_queue()
-        if taken is not None:
-            return Op.RUN, taken
+    def get_message(self, sources: Sources, timeout: float | None) -> bytes | None:
+        """Block until a message arrives in ``sources``; None after ``timeout`` seconds.
+
+        Signals that arrive meanwhile run their handlers (if ``sources`` reads
+        signals) and offloaded calls run: only the app's own messages are returned.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not link.inbox:
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            incoming = self.next(remaining, sources)
+            if incoming is None:
+                continue
+            if type(incoming) is not bytes:
+                self.handle(*incoming)  # type: ignore[misc]
+            elif is_call(incoming):
+                run_call(incoming, describe_self())
+            else:
+                return incoming
+
+    def next(self, timeout: float | None, sources: Sources) -> Incoming | None:
+        """Return the next signal frame or message of ``sources``, or None after ``timeout``."""
+        link = self.link
+        if sources.signals and link.inbox:
+            return link.inbox.popleft()
+        taken = self._take_hot(sources)
+        if taken is not None:
+            return taken
+        deadline = None if timeout is None else time.monotonic() + timeout
+        link_fd = link.fileno()
+        while not (sources.signals and link.inbox):
             if deadline is None:
-                events = self._poller.wait(None)
+                events = sources.poller.wait(None)
             else:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                events = self._poller.wait(remaining)
+                events = sources.poller.wait(remaining)
             for fd, _ in events:
-                queue = self.queues.get(fd)
-                if queue is None:
+                if fd == link_fd:
                     link.read(None)
                     continue
-                try:
-                    data = queue.recv(1)
-                except BlockingIOError:
-                    continue  # another process took it
-                if data:
-                    self._hot_queue = queue
-                    return Op.RUN, data[0]
+                queue = self.queues.get(fd)
+                if queue is not None:
+                    try:
+                        data = queue.recv(1)
+                    except BlockingIOError:
+                        continue  # another process took it
+                    if data:
+                        self._hot = queue
+                        return Op.RUN, data[0]
+                    continue
+                box = sources.mail.get(fd)
+                if box is not None:
+                    message = box.take()
+                    if message is not None:
+                        self._hot = box
+                        return message
         return link.inbox.popleft()
 
-    def _take_from_hot_queue(self) -> int | None:
-        """Take the next signal of the shared queue that gave the last one, without a poll.
+    def _take_hot(self, sources: Sources) -> Incoming | None:
+        """Take the next item of the queue that gave the last one, without a poll.
 
-        In a burst this halves the system calls per signal. After HOT_STREAK
-        signals in a row the loop polls once, so the private socket is never starved.
+        In a burst this halves the system calls per item. After HOT_STREAK
+        items in a row the loop polls once, so no other source is starved.
         """
-        queue = self._hot_queue
-        if queue is None:
+        hot = self._hot
+        if hot is None:
             return None
-        if self._streak >= HOT_STREAK:
-            self._hot_queue, self._streak = None, 0
+        if self._streak >= HOT_STREAK or hot.fileno() not in sources.fds:
+            self._hot, self._streak = None, 0
             return None
-        try:
-            data = queue.recv(1)
-        except BlockingIOError:
-            data = b""
-        if not data:
-            self._hot_queue, self._streak = None, 0
+        taken: Incoming | None
+        if isinstance(hot, MessageQueue):
+            taken = hot.take()
+        else:
+            try:
+                data = hot.recv(1)
+            except BlockingIOError:
+                data = b""
+            taken = (Op.RUN, data[0]) if data else None
+        if taken is None:
+            self._hot, self._streak = None, 0
             return None
         self._streak += 1
-        return data[0]
+        return taken
 
-    def _handle(self, op: int, num: int) -> int | None:
+    def handle(self, op: int, num: int) -> int | None:
         """Act on one frame; return the signal number received, if any."""
         if op == Op.RELOAD:
             self.reload_requested = True
             return None
+        if op == Op.SPOOL:
+            return None  # the spooler's loop looks at its directory after every frame
         if op == Op.DELIVER:
             if self.waiting is None:
                 # It crossed our UNWAIT on the wire: give it back to be routed again.
@@ -174,6 +270,25 @@ class SignalLoop:
             return num
         self._run_handler(num, missing_ok=False)
         return num
+
+    def _dispatch(self, message: bytes) -> None:
+        """A message reached a mule's default loop: run the call, or the app's hook."""
+        if is_call(message):
+            run_call(message, describe_self())
+            return
+        hook = HANDLERS.message
+        if hook is None:
+            log.warning(
+                "%s has no message hook: a %d-byte message is discarded "
+                "(set one with Mule.on_message, or give the mule a loop)",
+                describe_self(),
+                len(message),
+            )
+            return
+        try:
+            hook(message)
+        except Exception:
+            log.exception("message hook %r raised in %s", hook, describe_self())
 
     def _run_handler(self, num: int, *, missing_ok: bool) -> None:
         CURRENT.last_received = num
@@ -213,9 +328,13 @@ def run_child(
     queues: list[socket.socket],
     table: SignalTable,
     hooks: Iterable[Callable[[], object]],
+    *,
+    mailbox: Mailbox | None = None,
+    program: MuleProgram | None = None,
+    spool: SpoolDir | None = None,
 ) -> int:
     """The body of a forked child; returns its exit code."""
-    loop = SignalLoop(link, queues, table)
+    loop = SignalLoop(link, queues, table, mailbox)
     CURRENT.role = role
     CURRENT.id = ident
     CURRENT.loop = loop
@@ -224,7 +343,13 @@ def run_child(
         for hook in hooks:
             hook()
         link.send(Op.READY)
-        loop.serve_forever()
+        if program is not None:
+            return run_program(program)
+        if spool is not None:
+            frequency = CURRENT.config.spooler_frequency
+            Spooler(spool, HANDLERS.spool, frequency).serve(loop)
+        else:
+            loop.serve_forever()
     except MasterGone:
         return 0
     return 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import attrs
 
 from ..errors import TargetError
 
-__all__ = ["FarmSpec", "RuntimeConfig", "parse_farm"]
+__all__ = ["FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
 
 _FARM_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -29,6 +30,34 @@ class FarmSpec:
 
     name: str = attrs.field(validator=_farm_name)
     mules: tuple[int, ...] = attrs.field(converter=tuple, validator=_positive_ids)
+
+
+_MODULE_ATTR = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def _program_body(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if callable(value):
+        return
+    if isinstance(value, str) and (value.endswith(".py") or _MODULE_ATTR.fullmatch(value)):
+        return
+    raise TargetError(
+        f"invalid mule loop {value!r}: give a callable, 'package.module:function' "
+        "or the path of a .py script"
+    )
+
+
+@attrs.frozen
+class MuleProgram:
+    """A mule that runs ``body`` instead of the signal loop, as uWSGI's ``--mule=...``."""
+
+    mule: int
+    body: Callable[[], object] | str = attrs.field(validator=_program_body)
+
+    def describe(self) -> str:
+        """The body's name, for log lines."""
+        if isinstance(self.body, str):
+            return self.body
+        return f"{self.body.__module__}:{getattr(self.body, '__qualname__', repr(self.body))}"
 
 
 def parse_farm(text: str) -> FarmSpec:
@@ -64,6 +93,12 @@ class RuntimeConfig:
     mules: int = attrs.field(default=0, validator=_at_least(0))
     farms: tuple[FarmSpec, ...] = attrs.field(default=(), converter=tuple)
     spooler: bool = False
+    # The spooler's job directory; None means a spooler for signals only.
+    spool_dir: str | None = None
+    # How often the spooler looks at its directory, and retries failed jobs (seconds).
+    spooler_frequency: float = attrs.field(default=30.0, validator=_positive_seconds)
+    # Mules that run a loop of their own (uWSGI's --mule=...).
+    programs: tuple[MuleProgram, ...] = attrs.field(default=(), converter=tuple)
     # Signals the master may hold in memory before raisers are made to wait.
     queue_size: int = attrs.field(default=65536, validator=_at_least(1))
     # How long send() waits for room in a full master queue before it raises.
@@ -75,6 +110,10 @@ class RuntimeConfig:
     log_file: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        programmed = [program.mule for program in self.programs]
+        for mule in programmed:
+            if programmed.count(mule) > 1:
+                raise TargetError(f"mule {mule} is given two loops")
         names = [farm.name for farm in self.farms]
         for name in names:
             if names.count(name) > 1:
@@ -84,7 +123,14 @@ class RuntimeConfig:
     def mule_count(self) -> int:
         """Mules to start: enough for ``mules`` and for every farm's mule ids."""
         farm_ids = [i for farm in self.farms for i in farm.mules]
-        return max([self.mules, *farm_ids])
+        return max([self.mules, *farm_ids, *(program.mule for program in self.programs)])
+
+    def program_of(self, mule_id: int) -> MuleProgram | None:
+        """The loop mule ``mule_id`` runs, or None for the signal loop."""
+        for program in self.programs:
+            if program.mule == mule_id:
+                return program
+        return None
 
     def farm_index(self, name: str) -> int:
         """The 1-based position of farm ``name``, or 0 if there is none."""

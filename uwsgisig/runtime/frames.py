@@ -50,6 +50,7 @@ class Op(enum.IntEnum):
     STATUS = 7  # who is running? (answered by PROC frames and one END)
     PAYLOAD = 8  # value: 4 more bytes of the payload of the request that follows
     ADD_EVENT = 9  # value: payload length; the payload encodes a timer, cron or file monitor
+    SPOOLED = 10  # a job was written to the spool directory: wake the spooler
     # master -> child
     RUN = 16  # num: run your handler for num
     DELIVER = 17  # num: your wait() is answered with num
@@ -59,6 +60,7 @@ class Op(enum.IntEnum):
     END = 21  # end of a STATUS answer
     RELOAD = 22  # finish what you are doing, then exit (graceful reload)
     EVENT_ADDED = 23  # arg: 0 armed, 1 refused (the master logs why)
+    SPOOL = 24  # to the spooler: new jobs wait in the directory
 
 
 class Role(enum.IntEnum):

@@ -2,7 +2,7 @@
 
 The link sends frames and sorts what it reads: CREDIT frames refill the
 raise window, answers (REGISTERED, PROC, END) go to ``replies`` and signal
-frames (RUN, DELIVER, RELOAD) wait in ``inbox`` until the signal loop serves
+frames (RUN, DELIVER, RELOAD, SPOOL) wait in ``inbox`` until the signal loop serves
 them. Reading never runs user code, so a handler that raises a signal while
 the window is empty can block here safely.
 """
@@ -87,7 +87,7 @@ class MasterLink:
         for op, arg, num, value in self._reader.feed(data):
             if op == Op.CREDIT:
                 self.credit += value
-            elif op in (Op.RUN, Op.DELIVER, Op.RELOAD):
+            elif op in (Op.RUN, Op.DELIVER, Op.RELOAD, Op.SPOOL):
                 self.inbox.append((op, num))
             else:
                 self.replies.append((op, arg, num, value))

@@ -40,7 +40,9 @@ from .frames import (
     pack,
 )
 from .link import RAISE_WINDOW, MasterLink
+from .messages import PostOffice
 from .process import CURRENT
+from .spool import SpoolDir
 from .table import SignalTable
 from .targets import Target
 
@@ -159,6 +161,8 @@ class Master:
         self.mule_queue = SharedQueue("mules")
         self.farm_queues = [SharedQueue(f"farm {farm.name}") for farm in config.farms]
         self.queues = [self.worker_queue, self.mule_queue, *self.farm_queues]
+        self.post = PostOffice(config.mule_count, {farm.name: farm.mules for farm in config.farms})
+        self.spool = SpoolDir(config.spool_dir) if config.spool_dir is not None else None
         for slot in self.workers:
             slot.queues = [self.worker_queue]
         for slot in self.mules:
@@ -414,6 +418,8 @@ class Master:
                 peer.payload += value.to_bytes(4, "little")
             elif op == Op.ADD_EVENT:
                 self._add_event_for(peer, value)
+            elif op == Op.SPOOLED:
+                self._wake_spooler()
             else:
                 log.error("unexpected frame %d from %s", op, peer.describe())
         if raised:
@@ -459,6 +465,11 @@ class Master:
         if kind == "mule":
             return self.mule_queue
         return None
+
+    def _wake_spooler(self) -> None:
+        if self.spooler is not None and not self.spooler.outbox.endswith(pack(Op.SPOOL)):
+            self.spooler.put(Op.SPOOL)
+            self._dirty.add(self.spooler)
 
     def _register(self, slot: Slot, num: int, kind_code: int, index: int) -> None:
         """A child registered a handler after fork: route ``num`` to that child."""
@@ -570,16 +581,22 @@ class Master:
         die_with_parent(signal.SIGKILL)
         if os.getppid() != self.pid:
             return 0
-        keep = {slot.child_end.fileno(), *(queue.read_end.fileno() for queue in slot.queues)}
+        mule = slot.role == Role.MULE
+        mailbox = self.post.mailbox(slot.id) if mule else None
+        keep = {
+            slot.child_end.fileno(),
+            *(queue.read_end.fileno() for queue in slot.queues),
+            *self.post.write_fds(),
+            *(queue.fileno() for queue in (mailbox.queues() if mailbox else ())),
+        }
         for fd in self._descriptors():
             if fd not in keep:
                 os.close(fd)
         link = MasterLink(slot.child_end, send_timeout=self.config.send_timeout)
         CURRENT.farms = (
-            tuple(farm.name for farm in self.config.farms if slot.id in farm.mules)
-            if slot.role == Role.MULE
-            else ()
+            tuple(farm.name for farm in self.config.farms if slot.id in farm.mules) if mule else ()
         )
+        CURRENT.post = self.post
         return run_child(
             slot.role,
             slot.id,
@@ -587,6 +604,9 @@ class Master:
             [queue.read_end for queue in slot.queues],
             self.table,
             self.hooks,
+            mailbox=mailbox,
+            program=self.config.program_of(slot.id) if mule else None,
+            spool=self.spool if slot.role == Role.SPOOLER else None,
         )
 
     def _descriptors(self) -> list[int]:
@@ -597,6 +617,8 @@ class Master:
             fds.append(slot.child_end.fileno())
         for queue in self.queues:
             fds += [queue.write_end.fileno(), queue.read_end.fileno()]
+        for mail in self.post.all_queues():
+            fds += mail.fds()
         fds.append(self._monitor_fd)
         return [fd for fd in fds if fd >= 0]
 

@@ -12,6 +12,7 @@ from .frames import Role
 if TYPE_CHECKING:
     from .child import SignalLoop
     from .master import Master
+    from .messages import PostOffice
 
 __all__ = ["CURRENT", "ProcessState"]
 
@@ -29,6 +30,7 @@ class ProcessState:
     early_signals: list[int] = attrs.field(factory=list)  # raised by the app before the loop
     last_received: int | None = None
     farms: tuple[str, ...] = ()  # names of the farms this mule belongs to
+    post: PostOffice | None = None  # in a child: the runtime's mule message queues
 
 
 CURRENT = ProcessState()

@@ -10,15 +10,22 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import attrs
 
 from ..errors import TargetError, UwsgisigError, check_signal_number
-from .app import DECLARED_EVENTS, DECLARED_FARMS, DECLARED_MULES, POSTFORK_HOOKS, import_app
+from .app import (
+    DECLARED_EVENTS,
+    DECLARED_FARMS,
+    DECLARED_MULES,
+    DECLARED_PROGRAMS,
+    POSTFORK_HOOKS,
+    import_app,
+)
 from .child import SignalLoop
-from .config import FarmSpec, RuntimeConfig, parse_farm
+from .config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
 from .frames import Op, Role
 from .link import MasterGone, MasterLink
 from .master import Master, die_with_parent, kill
@@ -46,6 +53,9 @@ class Runtime:
 
     ``app`` (a module name or a ``.py`` path) is imported in the master before
     it forks, so the handlers, mules and farms it declares exist everywhere.
+    ``mule_loops`` start programmed mules after the ``mules`` plain ones, as
+    uWSGI's ``--mule=...`` does; ``spooler`` is True for a spooler of signals
+    only, or the directory of its spool jobs.
     """
 
     def __init__(
@@ -55,7 +65,9 @@ class Runtime:
         workers: int = 1,
         mules: int = 0,
         farms: Iterable[FarmSpec | str] = (),
-        spooler: bool = False,
+        mule_loops: Iterable[Callable[[], object] | str] = (),
+        spooler: bool | str | os.PathLike[str] = False,
+        spooler_frequency: float = 30.0,
         queue_size: int = 65536,
         send_timeout: float = 30.0,
         stop_timeout: float = 5.0,
@@ -67,7 +79,13 @@ class Runtime:
             workers=workers,
             mules=mules,
             farms=tuple(parse_farm(f) if isinstance(f, str) else f for f in farms),
-            spooler=spooler,
+            programs=tuple(
+                MuleProgram(mules + position, body)
+                for position, body in enumerate(mule_loops, start=1)
+            ),
+            spooler=spooler is not False,
+            spool_dir=None if isinstance(spooler, bool) else os.fspath(spooler),
+            spooler_frequency=spooler_frequency,
             queue_size=queue_size,
             send_timeout=send_timeout,
             stop_timeout=stop_timeout,
@@ -128,7 +146,17 @@ def with_declarations(config: RuntimeConfig) -> RuntimeConfig:
     for farm in DECLARED_FARMS.values():
         farms.setdefault(farm.name, farm)
     mules = max([config.mules, *DECLARED_MULES])
-    return attrs.evolve(config, mules=mules, farms=tuple(farms.values()))
+    programs = {program.mule: program for program in config.programs}
+    for program in DECLARED_PROGRAMS.values():
+        known = programs.setdefault(program.mule, program)
+        if known != program:
+            raise TargetError(
+                f"mule {program.mule} is given two loops: {known.describe()} and "
+                f"{program.describe()}"
+            )
+    return attrs.evolve(
+        config, mules=mules, farms=tuple(farms.values()), programs=tuple(programs.values())
+    )
 
 
 def check_targets(master: Master) -> None:

@@ -1,0 +1,69 @@
+"""The spool: jobs that must run even if the runtime stops before they do.
+
+A job is a dict of str to str or bytes, written as a file in the spooler's
+directory (``uwsgisig run app.py --spooler DIR``). The spooler process runs
+the app's spool handler on each job, oldest first, and deletes the job when
+the handler returns None or `SPOOL_OK`. A job whose handler raises or returns
+`SPOOL_RETRY` stays, and runs again after the spooler frequency. Jobs left
+when the runtime stops run when it starts again.
+
+```python
+from uwsgisig import spooler
+
+@spooler.handler
+def send_mail(job: dict) -> None:
+    deliver(job["to"], job["body"])
+
+spooler.spool({"to": "ops@example.com"}, body=b"disk full")
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import platform
+
+__all__ = ["SPOOL_IGNORE", "SPOOL_OK", "SPOOL_RETRY", "handler", "spool"]
+
+# uWSGI's answers of a spool handler.
+SPOOL_OK = -2
+"""The job is done: delete it."""
+SPOOL_RETRY = -1
+"""Run the job again later."""
+SPOOL_IGNORE = 0
+"""Not done: keep the job and look at it again later (as `SPOOL_RETRY`)."""
+
+H = TypeVar("H", bound=Callable[[dict[str, Any]], object])
+
+
+def spool(
+    message: dict[str, str | bytes] | None = None,
+    *,
+    body: bytes | None = None,
+    at: float | None = None,
+    spooler: str | os.PathLike[str] | None = None,
+    **fields: str | bytes,
+) -> str:
+    """Spool a job; return the path of its file.
+
+    The job is ``message`` and ``fields`` merged, plus ``body`` under the key
+    ``"body"``; the handler also finds the file's path under
+    ``"spooler_task_name"``. ``at`` is the UNIX time before which the job does
+    not run. ``spooler`` is a spool directory other than the runtime's (it
+    also lets a script outside the runtime spool jobs). Once this returns, the
+    job is on disk.
+    """
+    return platform.spool(message, body=body, at=at, spooler=spooler, **fields)
+
+
+def handler(func: H) -> H:
+    """Decorator: ``func(job)`` runs each spool job in the spooler.
+
+    Return None or `SPOOL_OK` when the job is done; return `SPOOL_RETRY` or
+    raise to have it run again later.
+    """
+    platform.set_spool_handler(func)
+    return func
