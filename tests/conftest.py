@@ -190,13 +190,10 @@ def start_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
         return app
 
     yield start
+    # Stop every runtime before checking any: runtimes of one test share out.txt.
     for app in started:
-        stop_and_check(app)
-
-
-def stop_and_check(app: App) -> None:
-    """Stop ``app``'s runtime and assert that none of its processes survives."""
-    app.seen_pids.update(int(words[-1]) for words in app.lines() if words[-1].isdigit())
-    app.seen_pids.update(children_of(app.handle.pid))
-    app.handle.stop()
-    assert_all_gone(app.seen_pids)
+        app.seen_pids.update(int(words[-1]) for words in app.lines() if words[-1].isdigit())
+        app.seen_pids.update(children_of(app.handle.pid))
+        app.handle.stop()
+    for app in started:
+        assert_all_gone(app.seen_pids)

@@ -42,7 +42,7 @@ def _program_body(instance: object, attribute: attrs.Attribute, value: object) -
         return
     raise TargetError(
         f"invalid mule loop {value!r}: give a callable, 'package.module:function' "
-        "or the path of a .py script"
+        "or the path of a .py script (a mule id is an int from 1)"
     )
 
 
