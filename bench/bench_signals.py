@@ -21,7 +21,6 @@ import mmap
 import multiprocessing
 import os
 import platform
-import signal
 import socket
 import statistics
 import struct
@@ -29,14 +28,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import NamedTuple
+
+from common import FORK, join_child, print_problems, start_child, stop_children, table
 
 from uwsgisig import Runtime, RuntimeHandle
 
 now = time.perf_counter_ns
-FORK = multiprocessing.get_context("fork")
 
 # Slots of the shared state file (int64 each), written by the app and by this script.
 EXPECT, COUNT, BURST, RAISE_START, RAISE_END, DONE_AT, HANDLER_AT = range(7)
@@ -178,40 +177,6 @@ def burst_timeout(n: int) -> float:
 
 
 # ------------------------------------------------------------------ child processes
-
-CHILDREN: list[BaseProcess] = []
-
-
-def start_child(target: Callable[..., object], *args: object) -> BaseProcess:
-    """Fork a helper process; `stop_children` ends it if it is still running."""
-    child = FORK.Process(target=_child_main, args=(target, *args), daemon=True)
-    child.start()
-    CHILDREN.append(child)
-    return child
-
-
-def _child_main(target: Callable[..., object], *args: object) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, even on Ctrl-C
-    target(*args)
-
-
-def join_child(child: BaseProcess) -> None:
-    """Wait (bounded) for a helper that should be exiting; kill it if it is not."""
-    child.join(WAIT_TIMEOUT)
-    if child.is_alive():
-        child.kill()
-        child.join(WAIT_TIMEOUT)
-        raise RuntimeError(f"helper process {child.pid} did not exit: killed")
-    CHILDREN.remove(child)
-
-
-def stop_children() -> None:
-    """Kill and reap every helper process still running."""
-    for child in CHILDREN:
-        if child.is_alive():
-            child.kill()
-        child.join(WAIT_TIMEOUT)
-    CHILDREN.clear()
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -541,20 +506,6 @@ def measure(handle: RuntimeHandle, state: memoryview, settings: Settings) -> Row
 # ------------------------------------------------------------------ report
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned plain-text columns: the first left-aligned, the others right-aligned."""
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        parts = [first.ljust(widths[0])]
-        parts += [cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
-
-
 def rate(burst: Burst) -> float:
     return burst.messages / burst.seconds
 
@@ -678,20 +629,6 @@ def report(rows: Rows, settings: Settings, mode: str, seconds: float) -> None:
     print(latency_table(rows.latencies))
     print("\nTargets (informational)")
     print(targets_table(rows))
-
-
-def print_problems(log_file: Path, out: TextIO) -> None:
-    """Print the WARNING and ERROR lines of the runtime's log, if any."""
-    if not log_file.exists():
-        return
-    problems = [
-        line
-        for line in log_file.read_text().splitlines()
-        if " WARNING " in line or " ERROR " in line
-    ]
-    if problems:
-        print(f"\nthe runtime logged {len(problems)} warnings/errors, e.g.:", file=out)
-        print("\n".join(problems[:10]), file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from bench_signals import print_problems  # this folder is on sys.path when run as a script
+from common import print_problems  # this folder is on sys.path when run as a script
 
 from uwsgisig import Runtime
 
