@@ -57,16 +57,30 @@ class Offloaded(Generic[P]):
         return f"<offloaded {self.name} to {where}>"
 
 
-def _offloader(
-    func: Callable[P, Any] | None, **where: Any
-) -> Offloaded[P] | Callable[[Callable[P, Any]], Offloaded[P]]:
-    # ``@x.offload`` and ``@x.offload()`` (uwsgiconf's spelling) both work.
-    if func is None:
-        return lambda f: Offloaded(f, **where)
-    return Offloaded(func, **where)
+class _Offloading:
+    """What mules and farms share: ``@x.offload``."""
+
+    __slots__ = ()
+
+    def _destination(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @overload
+    def offload(self, func: Callable[P, Any]) -> Offloaded[P]: ...
+    @overload
+    def offload(self, func: None = None) -> Callable[[Callable[P, Any]], Offloaded[P]]: ...
+    def offload(
+        self, func: Callable[P, Any] | None = None
+    ) -> Offloaded[P] | Callable[[Callable[P, Any]], Offloaded[P]]:
+        """Decorator: calling the function in any process runs it in this mule, or in
+        the first free mule of this farm. ``@x.offload()`` (uwsgiconf's spelling) works too.
+        """
+        if func is None:
+            return lambda f: Offloaded(f, **self._destination())
+        return Offloaded(func, **self._destination())
 
 
-class Mule:
+class Mule(_Offloading):
     """A mule: a process beside the workers, for work they should not do.
 
     Creating one in the app module declares it, so the runtime starts it.
@@ -115,15 +129,8 @@ class Mule:
         """
         platform.mule_msg(message, self.id, timeout=timeout)
 
-    @overload
-    def offload(self, func: Callable[P, Any]) -> Offloaded[P]: ...
-    @overload
-    def offload(self, func: None = None) -> Callable[[Callable[P, Any]], Offloaded[P]]: ...
-    def offload(
-        self, func: Callable[P, Any] | None = None
-    ) -> Offloaded[P] | Callable[[Callable[P, Any]], Offloaded[P]]:
-        """Decorator: calling the function in any process runs it in this mule."""
-        return _offloader(func, mule=self.id)
+    def _destination(self) -> dict[str, Any]:
+        return {"mule": self.id}
 
     @classmethod
     def get_current_id(cls) -> int:
@@ -159,7 +166,7 @@ class Mule:
         return hook
 
 
-class Farm:
+class Farm(_Offloading):
     """A named group of mules. ``mules`` declares it; without them it names a farm
     given on the command line (``--farm NAME:1,2``)."""
 
@@ -191,15 +198,8 @@ class Farm:
         """
         platform.farm_msg(self.name, message, timeout=timeout)
 
-    @overload
-    def offload(self, func: Callable[P, Any]) -> Offloaded[P]: ...
-    @overload
-    def offload(self, func: None = None) -> Callable[[Callable[P, Any]], Offloaded[P]]: ...
-    def offload(
-        self, func: Callable[P, Any] | None = None
-    ) -> Offloaded[P] | Callable[[Callable[P, Any]], Offloaded[P]]:
-        """Decorator: calling the function in any process runs it in a mule of this farm."""
-        return _offloader(func, farm=self.name)
+    def _destination(self) -> dict[str, Any]:
+        return {"farm": self.name}
 
     @classmethod
     def get_message(cls, *, signals: bool = True, timeout: float | None = None) -> bytes | None:
