@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for children on stop before SIGKILL (default 5)",
     )
     run.add_argument("--log-file", help="write the log here instead of stderr")
+    run.add_argument(
+        "--remote-signals",
+        metavar="HOST:PORT",
+        help="take uwsgi-protocol signals from other nodes on this address, loopback only "
+        "unless --remote-signals-any (port 0: any free port, logged at start)",
+    )
+    run.add_argument(
+        "--remote-signals-any",
+        action="store_true",
+        help="let --remote-signals listen on a non-loopback address: whoever reaches it "
+        "can raise any signal",
+    )
     return parser
 
 
@@ -86,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             send_timeout=args.send_timeout,
             stop_timeout=args.stop_timeout,
             log_file=args.log_file,
+            remote_signals=args.remote_signals,
+            remote_signals_any=args.remote_signals_any,
         )
         return runtime.run()
-    except (UwsgisigError, ValueError, ImportError, FileNotFoundError) as exc:
+    except (UwsgisigError, ValueError, ImportError, OSError) as exc:
         print(f"uwsgisig: error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import TargetError
+from .listener import parse_listen_address
 
 __all__ = ["FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
 
@@ -108,8 +109,14 @@ class RuntimeConfig:
     # How long a graceful reload waits for a worker to finish its handler.
     reload_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
     log_file: str | None = None
+    # HOST:PORT where the master takes uwsgi-protocol signals from other nodes, if anywhere.
+    remote_signals: str | None = None
+    # Whether that address may be other than loopback: whoever reaches it raises signals.
+    remote_signals_any: bool = False
 
     def __attrs_post_init__(self) -> None:
+        if self.remote_signals is not None:
+            parse_listen_address(self.remote_signals, self.remote_signals_any)
         programmed = [program.mule for program in self.programs]
         for mule in programmed:
             if programmed.count(mule) > 1:

@@ -2,8 +2,8 @@
 
 The master never runs user code after the app is imported. Its loop waits in
 ``poll`` on the children's sockets, the shared queues that have output
-pending, the self-pipe of POSIX signals and the nearest timer; all work
-happens in the loop, never in a signal handler.
+pending, the self-pipe of POSIX signals, the optional remote-signal listener
+and the nearest timer; all work happens in the loop, never in a signal handler.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .frames import (
     pack,
 )
 from .link import RAISE_WINDOW, MasterLink
+from .listener import RemoteListener
 from .messages import PostOffice
 from .process import CURRENT
 from .spool import SpoolDir
@@ -142,6 +143,7 @@ class Master:
         hooks: list[Callable[[], object]],
         events: Iterable[Event] = (),
         controller: socket.socket | None = None,
+        listening: socket.socket | None = None,
     ) -> None:
         self.config = config
         self.declared_events = list(events)
@@ -192,6 +194,11 @@ class Master:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poll = select.poll()
+        self.remote = (
+            RemoteListener(listening, self._poll, self.raise_remote)
+            if listening is not None
+            else None
+        )
 
     # ---------------------------------------------------------------- life
 
@@ -205,6 +212,8 @@ class Master:
             self._poll.register(queue.write_end, 0)
         for event in self.declared_events:
             self.add_event(event)
+        if self.remote is not None:
+            self.remote.start()
         for num in CURRENT.early_signals:
             self.route(num)
         CURRENT.early_signals.clear()
@@ -221,6 +230,8 @@ class Master:
             while self.running:
                 self._tick()
         finally:
+            if self.remote is not None:
+                self.remote.close()  # no peer waits on us while the children stop
             self.stop_children()
             self.events.close()
         log.info("uwsgisig master %d stopped", self.pid)
@@ -235,6 +246,9 @@ class Master:
                 for num in self.events.read_monitor():
                     self.route(num)
                 continue
+            if self.remote is not None and self.remote.owns(fd):
+                self.remote.ready(fd, events)
+                continue
             owner = self.by_fd.get(fd)
             if owner is None:
                 continue
@@ -246,12 +260,16 @@ class Master:
                 self._dirty.add(owner)
         for num in self.events.due():
             self.route(num)
+        if self.remote is not None:
+            self.remote.expire()
         self._handle_posix_signals()
         self._flush()
 
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the next internal timer or external event, None if none."""
         timeouts = [self._run_due_timers(), self.events.timeout()]
+        if self.remote is not None:
+            timeouts.append(self.remote.timeout())
         due = [timeout for timeout in timeouts if timeout is not None]
         return math.ceil(min(due) * 1000) if due else None
 
@@ -324,6 +342,13 @@ class Master:
             self._enqueue(self.farm_queues[self.farm_position(target) - 1], num)
         elif kind == "spooler" and self.spooler is not None:
             self._run_on(self.spooler, num)
+
+    def raise_remote(self, num: int) -> bool:
+        """Route ``num`` for a remote node; False if the queue is full (uWSGI then says 0)."""
+        if self.backlog() >= self.config.queue_size:
+            return False
+        self.route(num)
+        return True
 
     def farm_position(self, target: Target) -> int:
         """The 1-based farm a farm target names (0 if none)."""
@@ -620,6 +645,8 @@ class Master:
         for mail in self.post.all_queues():
             fds += mail.fds()
         fds.append(self._monitor_fd)
+        if self.remote is not None:
+            fds += self.remote.fds()  # a child must not keep peers' connections open
         return [fd for fd in fds if fd >= 0]
 
     def reap(self) -> None:

@@ -28,6 +28,7 @@ from .child import SignalLoop
 from .config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
 from .frames import Op, Role
 from .link import MasterGone, MasterLink
+from .listener import address_of, bind_listener
 from .master import Master, die_with_parent, kill
 from .process import CURRENT
 from .table import TABLE
@@ -55,7 +56,9 @@ class Runtime:
     it forks, so the handlers, mules and farms it declares exist everywhere.
     ``mule_loops`` start programmed mules after the ``mules`` plain ones, as
     uWSGI's ``--mule=...`` does; ``spooler`` is True for a spooler of signals
-    only, or the directory of its spool jobs.
+    only, or the directory of its spool jobs. ``remote_signals`` (``HOST:PORT``,
+    port 0 for a free one) lets other nodes raise signals over the uwsgi
+    protocol; a non-loopback host needs ``remote_signals_any=True``.
     """
 
     def __init__(
@@ -73,6 +76,8 @@ class Runtime:
         stop_timeout: float = 5.0,
         reload_timeout: float = 30.0,
         log_file: str | os.PathLike[str] | None = None,
+        remote_signals: str | None = None,
+        remote_signals_any: bool = False,
     ) -> None:
         self.app = app
         self.config = RuntimeConfig(
@@ -91,6 +96,8 @@ class Runtime:
             stop_timeout=stop_timeout,
             reload_timeout=reload_timeout,
             log_file=None if log_file is None else os.fspath(log_file),
+            remote_signals=remote_signals,
+            remote_signals_any=remote_signals_any,
         )
 
     def run(self) -> int:
@@ -99,6 +106,8 @@ class Runtime:
 
     def start(self, *, ready_timeout: float = 15.0) -> RuntimeHandle:
         """Fork a master that runs this runtime; return once every child is ready."""
+        # Bound here, so a bad address fails in the caller and the handle knows the port.
+        listening = listen_for_remote_signals(self.config)
         parent_end, master_end = socket.socketpair()
         pid = os.fork()
         if pid == 0:
@@ -106,13 +115,17 @@ class Runtime:
             try:
                 parent_end.close()
                 die_with_parent(signal.SIGTERM)
-                code = serve(self.app, self.config, controller=master_end)
+                code = serve(self.app, self.config, controller=master_end, listening=listening)
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(code)
         master_end.close()
-        handle = RuntimeHandle(pid, parent_end, self.config)
+        remote = None
+        if listening is not None:
+            remote = address_of(listening)
+            listening.close()  # the master has its own copy
+        handle = RuntimeHandle(pid, parent_end, self.config, remote_signals=remote)
         try:
             handle.wait_ready(ready_timeout)
         except BaseException:
@@ -121,9 +134,16 @@ class Runtime:
         return handle
 
 
-def serve(app: str | None, config: RuntimeConfig, controller: socket.socket | None) -> int:
-    """Be the master: import the app, check it, fork, and loop."""
+def serve(
+    app: str | None,
+    config: RuntimeConfig,
+    controller: socket.socket | None,
+    listening: socket.socket | None = None,
+) -> int:
+    """Be the master: listen, import the app, check it, fork, and loop."""
     configure_logging(config.log_file)
+    if listening is None:
+        listening = listen_for_remote_signals(config)
     CURRENT.role = Role.MASTER
     CURRENT.id = 0
     CURRENT.masterpid = os.getpid()
@@ -133,11 +153,23 @@ def serve(app: str | None, config: RuntimeConfig, controller: socket.socket | No
     config = with_declarations(config)
     CURRENT.config = config
     master = Master(
-        config, TABLE, hooks=POSTFORK_HOOKS, events=DECLARED_EVENTS, controller=controller
+        config,
+        TABLE,
+        hooks=POSTFORK_HOOKS,
+        events=DECLARED_EVENTS,
+        controller=controller,
+        listening=listening,
     )
     check_targets(master)
     CURRENT.master = master
     return master.run()
+
+
+def listen_for_remote_signals(config: RuntimeConfig) -> socket.socket | None:
+    """The socket that takes signals from other nodes, if the config asks for one."""
+    if config.remote_signals is None:
+        return None
+    return bind_listener(config.remote_signals, config.remote_signals_any)
 
 
 def with_declarations(config: RuntimeConfig) -> RuntimeConfig:
@@ -187,9 +219,17 @@ def configure_logging(log_file: str | None) -> None:
 class RuntimeHandle:
     """Controls a runtime started with `Runtime.start`: raise, wait, inspect, stop."""
 
-    def __init__(self, pid: int, sock: socket.socket, config: RuntimeConfig) -> None:
+    def __init__(
+        self,
+        pid: int,
+        sock: socket.socket,
+        config: RuntimeConfig,
+        remote_signals: str | None = None,
+    ) -> None:
         self.pid = pid
         self.config = config
+        # Where the runtime takes remote signals (HOST:PORT, the port it got), or None.
+        self.remote_signals = remote_signals
         self._link = MasterLink(sock, send_timeout=config.send_timeout)
         self._loop = SignalLoop(self._link, [], table=None)
         self.returncode: int | None = None
