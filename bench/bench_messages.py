@@ -37,7 +37,6 @@ import platform
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -45,9 +44,9 @@ from multiprocessing.synchronize import Barrier, Event, Lock
 from pathlib import Path
 from typing import NamedTuple
 
-from common import FORK, join_child, print_problems, start_child, stop_children, table
+from common import FORK, join_child, run_on_runtime, start_child, table
 
-from uwsgisig import Runtime, RuntimeHandle
+from uwsgisig import RuntimeHandle
 
 now = time.perf_counter_ns
 
@@ -507,27 +506,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="uwsgisig-bench-") as directory:
-        app, state = write_app(Path(directory))
-        log_file = Path(directory) / "runtime.log"
-        runtime = Runtime(str(app), workers=1, log_file=log_file)  # the app declares the mules
-        try:
-            with runtime.start() as handle:
-                results = measure(handle, state, settings)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except BaseException:
-            print_problems(log_file, sys.stderr)
-            raise
-        finally:
-            stop_children()
-            state.release()
-        report(results, settings, "quick" if args.quick else "full", time.monotonic() - started)
-        print_problems(log_file, sys.stdout)
+    mode = "quick" if args.quick else "full"
+
+    def report_all(results: Results) -> None:
+        report(results, settings, mode, time.monotonic() - started)
         if PROBLEMS:
             print(f"\n{len(PROBLEMS)} problems:", *PROBLEMS, sep="\n")
-    return 0
+
+    return run_on_runtime(
+        write_app,
+        lambda handle, state: measure(handle, state, settings),
+        report_all,
+        workers=1,  # the app declares the mules
+    )
 
 
 if __name__ == "__main__":

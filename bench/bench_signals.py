@@ -25,15 +25,14 @@ import socket
 import statistics
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from common import FORK, join_child, print_problems, start_child, stop_children, table
+from common import FORK, join_child, run_on_runtime, start_child, table
 
-from uwsgisig import Runtime, RuntimeHandle
+from uwsgisig import RuntimeHandle
 
 now = time.perf_counter_ns
 
@@ -637,25 +636,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="uwsgisig-bench-") as directory:
-        app, state = write_app(Path(directory))
-        log_file = Path(directory) / "runtime.log"
-        runtime = Runtime(str(app), workers=2, mules=1, log_file=log_file)
-        try:
-            with runtime.start() as handle:
-                rows = measure(handle, state, settings)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except BaseException:
-            print_problems(log_file, sys.stderr)
-            raise
-        finally:
-            stop_children()
-            state.release()
-        report(rows, settings, "quick" if args.quick else "full", time.monotonic() - started)
-        print_problems(log_file, sys.stdout)
-    return 0
+    mode = "quick" if args.quick else "full"
+    return run_on_runtime(
+        write_app,
+        lambda handle, state: measure(handle, state, settings),
+        lambda rows: report(rows, settings, mode, time.monotonic() - started),
+        workers=2,
+        mules=1,
+    )
 
 
 if __name__ == "__main__":

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
-__all__ = ["FORK", "join_child", "print_problems", "start_child", "stop_children", "table"]
+from uwsgisig import Runtime, RuntimeHandle
+
+__all__ = [
+    "FORK",
+    "join_child",
+    "print_problems",
+    "run_on_runtime",
+    "start_child",
+    "stop_children",
+    "table",
+]
+
+T = TypeVar("T")
 
 FORK = multiprocessing.get_context("fork")
 HELPER_TIMEOUT = 5.0  # seconds, for a helper process to exit
@@ -75,3 +89,34 @@ def print_problems(log_file: Path, out: TextIO) -> None:
     if problems:
         print(f"\nthe runtime logged {len(problems)} warnings/errors, e.g.:", file=out)
         print("\n".join(problems[:10]), file=out)
+
+
+def run_on_runtime(
+    write_app: Callable[[Path], tuple[Path, memoryview]],
+    measure: Callable[[RuntimeHandle, memoryview], T],
+    report: Callable[[T], None],
+    **options: Any,
+) -> int:
+    """Start a runtime on the app ``write_app`` writes, measure, stop it, then report.
+
+    The app and its state file live in a temporary directory; the runtime's
+    warnings and errors are printed after the report (or before a crash).
+    """
+    with tempfile.TemporaryDirectory(prefix="uwsgisig-bench-") as directory:
+        app, state = write_app(Path(directory))
+        log_file = Path(directory) / "runtime.log"
+        try:
+            with Runtime(str(app), log_file=log_file, **options).start() as handle:
+                results = measure(handle, state)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except BaseException:
+            print_problems(log_file, sys.stderr)
+            raise
+        finally:
+            stop_children()
+            state.release()
+        report(results)
+        print_problems(log_file, sys.stdout)
+    return 0
