@@ -293,11 +293,16 @@ def farm_msg(farm: str, message: bytes | str, *, timeout: float | None = None) -
 
 
 def _put(queue: MessageQueue, data: bytes, timeout: float | None) -> None:
+    _check_timeout(timeout)
+    queue.put(data, CURRENT.config.send_timeout if timeout is None else timeout)
+
+
+def _check_timeout(timeout: object) -> None:
+    """Raise unless ``timeout`` is None or a number of seconds >= 0."""
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
     ):
         raise ValueError(f"invalid timeout {timeout!r}: give seconds >= 0, or None")
-    queue.put(data, CURRENT.config.send_timeout if timeout is None else timeout)
 
 
 def _post_office(what: str) -> PostOffice:
@@ -336,12 +341,8 @@ def _get_message(
     loop = CURRENT.loop
     if loop is None or loop.mailbox is None:
         raise NotInRuntimeError(f"{call}() works only in a mule")
-    if (
-        timeout is not None
-        and timeout != -1
-        and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0)
-    ):
-        raise ValueError(f"invalid timeout {timeout!r}: give seconds >= 0, or None")
+    if timeout != -1:  # uWSGI's "forever"
+        _check_timeout(timeout)
     wait = None if timeout is None or timeout == -1 else float(timeout)
     sources = loop.sources(signals=signals, mail=loop.mailbox.queues(mule=mule, farms=farms))
     return loop.get_message(sources, wait)

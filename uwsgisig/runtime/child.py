@@ -94,6 +94,7 @@ class SignalLoop:
         mailbox: Mailbox | None = None,
     ) -> None:
         self.link = link
+        self._link_fd = link.fileno()
         self.table = table
         self.queues = {queue.fileno(): queue for queue in queues}
         self.mailbox = mailbox
@@ -195,7 +196,7 @@ class SignalLoop:
         if taken is not None:
             return taken
         deadline = None if timeout is None else time.monotonic() + timeout
-        link_fd = link.fileno()
+        link_fd = self._link_fd
         while not (sources.signals and link.inbox):
             if deadline is None:
                 events = sources.poller.wait(None)

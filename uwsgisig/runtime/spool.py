@@ -140,9 +140,10 @@ class Spooler:
 
     def serve(self, loop: SignalLoop) -> None:
         """Run jobs and signal handlers until the master goes away."""
+        signals = loop.sources(signals=True, mail=())
         while not loop.reload_requested:
             delay = self.run_next()
-            incoming = loop.next(delay, loop.sources(signals=True, mail=()))
+            incoming = loop.next(delay, signals)
             if incoming is None:
                 continue
             op, num = incoming  # type: ignore[misc]
