@@ -17,6 +17,15 @@ pytestmark = pytest.mark.timeout(60)
 DONE = 200
 
 
+# Signal 1 parks worker 1 in a handler and reports it with signal 201.
+PARK_WORKER1 = """
+@Signal(1).register_handler(target="worker1")
+def park(num):
+    Signal(201).send()
+    block()
+"""
+
+
 def test_handler_that_raises_is_logged_and_the_worker_goes_on(start_app):
     app = start_app(
         """
@@ -116,12 +125,7 @@ def test_child_that_dies_at_start_is_respawned_with_growing_delays(start_app, tm
 
 def test_master_killed_takes_every_child_with_it(start_app):
     app = start_app(
-        """
-        @Signal(1).register_handler(target="worker1")
-        def park(num):
-            Signal(201).send()
-            block()
-        """,
+        PARK_WORKER1,
         workers=2,
         mules=1,
         spooler=True,
@@ -138,12 +142,7 @@ def test_master_killed_takes_every_child_with_it(start_app):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT])
 def test_stop_signal_stops_the_whole_tree(start_app, signum):
     app = start_app(
-        """
-        @Signal(1).register_handler(target="worker1")
-        def park(num):
-            Signal(201).send()
-            block()
-        """,
+        PARK_WORKER1,
         workers=2,
         mules=1,
         stop_timeout=5.0,
