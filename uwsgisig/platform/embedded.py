@@ -56,6 +56,7 @@ __all__ = [
     "mule_id",
     "mule_msg",
     "numproc",
+    "options",
     "parse_target",
     "register_offload",
     "register_signal",
@@ -164,6 +165,23 @@ def masterpid() -> int:
 def numproc() -> int:
     """The number of workers of this runtime, or 0 outside one."""
     return CURRENT.config.workers if CURRENT.role is not None else 0
+
+
+def options() -> dict[str, object]:
+    """This runtime's settings, keyed as uWSGI's ``uwsgi.opt`` keys them; empty outside one."""
+    if CURRENT.role is None:
+        return {}
+    config = CURRENT.config
+    opt: dict[str, object] = {"master": True, "processes": config.workers}
+    if config.mule_count:
+        opt["mules"] = config.mule_count
+    if config.farms:
+        opt["farm"] = [f"{farm.name}:{','.join(map(str, farm.mules))}" for farm in config.farms]
+    if config.spooler:
+        opt["spooler"] = config.spool_dir or True
+    if config.remote_signals:
+        opt["remote-signals"] = config.remote_signals
+    return opt
 
 
 def in_farm(name: str | None = None) -> bool:

@@ -47,7 +47,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
 import attrs
 
@@ -212,6 +212,18 @@ def _star_spelling(field: _Field, values: frozenset[int], *, uwsgi: bool = True)
     return None
 
 
+def _uwsgi_spelling(field: _Field, values: frozenset[int]) -> int | None:
+    """One ``add_cron`` argument for ``values``: the value itself, -1 or -N; None if none fits."""
+    if values == field.values:
+        return -1
+    if len(values) == 1:
+        return next(iter(values))
+    for n in range(2, field.high + 1):
+        if values == _every(field, n):
+            return -n
+    return None
+
+
 def _render(values: frozenset[int]) -> str:
     """Spell a set as a crontab list: runs become ``a-b``, progressions ``a-b/n``."""
     ordered = sorted(values)
@@ -365,6 +377,26 @@ class CronSpec:
     def _from_fields(cls, parsed: list[tuple[frozenset[int], bool]]) -> CronSpec:
         (minutes, _), (hours, _), (days, day_r), (months, _), (weekdays, weekday_r) = parsed
         return cls(minutes, hours, days, months, weekdays, day_r, weekday_r)
+
+    def to_uwsgi(self) -> tuple[int, int, int, int, int] | None:
+        """The ``uwsgi.add_cron`` fields that mean this spec, or None when they cannot say it.
+
+        uWSGI's fields hold one value, -1 (any) or -N (every N): lists, ranges
+        and ``*/n`` steps other than those have no uWSGI spelling.
+        """
+        fields = tuple(
+            _uwsgi_spelling(field, values)
+            for field, values in zip(
+                _FIELDS,
+                (self.minutes, self.hours, self.days, self.months, self.weekdays),
+                strict=True,
+            )
+        )
+        if None in fields:
+            return None
+        spelled = cast("tuple[int, int, int, int, int]", fields)
+        # The round trip also checks day and weekday restriction, which uWSGI ORs.
+        return spelled if CronSpec.from_uwsgi(*spelled) == self else None
 
     def matches(self, when: datetime) -> bool:
         """Whether the wall-clock minute of ``when`` (naive local time) matches."""

@@ -1,0 +1,483 @@
+"""The uWSGI signal calls, driven through a real uWSGI server's ``uwsgi`` module.
+
+Chosen by `uwsgisig.platform` when ``import uwsgi`` finds the server's own
+module, so an app written against uwsgisig runs unchanged under
+``uwsgi --master ...``. uWSGI does the routing, the timers and the mules; this
+module checks arguments as the embedded runtime does and maps the few things
+uWSGI spells differently. What uWSGI cannot do raises `NotImplementedError`
+naming the call, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uwsgi
+
+from ..errors import (
+    MAX_SIGNAL,
+    MessageQueueFullError,
+    SignalAlreadyRegisteredError,
+    TargetError,
+    check_signal_number,
+)
+from ..runtime import offload
+from ..runtime.config import MuleProgram
+from ..runtime.cron import CronSpec
+from ..runtime.events import FileEvent, TimerEvent
+from ..runtime.messages import as_message
+from ..runtime.programs import load_body
+from ..runtime.spool import SPOOL_OK, SPOOL_RETRY
+from ..runtime.targets import parse_target
+from ..runtime.timers import check_period
+from .embedded import check_cron, check_crontab, check_monitor_path
+
+__all__ = [
+    "NAME",
+    "check_cron",
+    "check_crontab",
+    "check_monitor_path",
+    "check_ms_timer",
+    "check_timer",
+    "add_cron",
+    "add_crontab",
+    "add_file_monitor",
+    "add_ms_timer",
+    "add_rb_timer",
+    "add_timer",
+    "add_postfork_hook",
+    "call_offloaded",
+    "declare_farm",
+    "declare_mule",
+    "declare_program",
+    "farm_get_msg",
+    "farm_msg",
+    "i_am_the_spooler",
+    "in_farm",
+    "masterpid",
+    "mule_get_msg",
+    "mule_id",
+    "mule_msg",
+    "numproc",
+    "options",
+    "parse_target",
+    "register_offload",
+    "register_signal",
+    "set_message_hook",
+    "set_spool_handler",
+    "spool",
+    "signal",
+    "signal_received",
+    "signal_registered",
+    "signal_wait",
+    "worker_id",
+]
+
+NAME = "uwsgi"
+
+log = logging.getLogger("uwsgisig")
+
+# How long mule_msg waits for room while uWSGI reports a full mule queue (seconds).
+SEND_TIMEOUT = 30.0
+_RETRY_PAUSES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+
+
+def _unsupported(call: str, why: str) -> NotImplementedError:
+    return NotImplementedError(f"{call} is not available under uWSGI: {why}")
+
+
+# ---------------------------------------------------------------- signals
+
+
+def register_signal(num: int, who: str, handler: Callable[[int], Any]) -> None:
+    """Register ``handler`` for signal ``num`` with uWSGI, run by target ``who``."""
+    check_signal_number(num)
+    parse_target(who)  # uWSGI takes any text and fails when the signal is raised
+    if not callable(handler):
+        raise TypeError(f"a signal handler must be callable, not {handler!r}")
+    if uwsgi.signal_registered(num):
+        raise SignalAlreadyRegisteredError(f"signal {num} is already registered")
+    uwsgi.register_signal(num, who, handler)
+
+
+def signal(num: int, remote: str | None = None) -> None:
+    """Raise signal ``num`` through uWSGI, or on the node at ``remote``."""
+    check_signal_number(num)
+    if remote is None:
+        uwsgi.signal(num)
+    else:
+        uwsgi.signal(num, remote)
+
+
+def signal_wait(num: int | None = None, timeout: float | None = None) -> int:
+    """Block until signal ``num`` (or any) arrives; return its number."""
+    if timeout is not None:
+        raise _unsupported("signal_wait(timeout=...)", "uWSGI's signal_wait has no timeout")
+    if num is None:
+        uwsgi.signal_wait()
+    else:
+        check_signal_number(num)
+        uwsgi.signal_wait(num)
+    return int(uwsgi.signal_received())
+
+
+def signal_received() -> int | None:
+    """The signal the last ``signal_wait`` returned for, or None before any."""
+    num = int(uwsgi.signal_received())
+    return num if 0 <= num <= MAX_SIGNAL else None
+
+
+def signal_registered(num: int) -> bool:
+    """Whether signal ``num`` has a handler in uWSGI's signal table."""
+    check_signal_number(num)
+    return bool(uwsgi.signal_registered(num))
+
+
+# ---------------------------------------------------------------- who am I
+
+
+def worker_id() -> int:
+    """This worker's id (from 1), or 0 if this process is not a worker."""
+    return int(uwsgi.worker_id())
+
+
+def mule_id() -> int:
+    """This mule's id (from 1), or 0 if this process is not a mule."""
+    return int(uwsgi.mule_id())
+
+
+def i_am_the_spooler() -> bool:
+    """Whether this process is uWSGI's spooler."""
+    return bool(uwsgi.i_am_the_spooler())
+
+
+def masterpid() -> int:
+    """The uWSGI master's pid (0 without ``--master``)."""
+    return int(uwsgi.masterpid())
+
+
+def numproc() -> int:
+    """The number of uWSGI workers."""
+    return int(uwsgi.numproc)
+
+
+def options() -> dict[str, object]:
+    """uWSGI's ``uwsgi.opt``: the server's options (bytes values, as uWSGI gives them)."""
+    return dict(uwsgi.opt)
+
+
+def in_farm(name: str | None = None) -> bool:
+    """Whether this mule belongs to farm ``name`` (to any farm when ``name`` is None)."""
+    return bool(uwsgi.in_farm() if name is None else uwsgi.in_farm(name))
+
+
+def declare_mule(mule_id: int) -> None:
+    """Nothing to do: uWSGI starts the mules of its ``--mule`` options."""
+
+
+def declare_farm(name: str, mules: tuple[int, ...]) -> None:
+    """Nothing to do: uWSGI starts the farms of its ``--farm`` options."""
+
+
+_POSTFORK_HOOKS: list[Callable[[], object]] = []
+
+
+def add_postfork_hook(hook: Callable[[], object]) -> None:
+    """Run ``hook`` in every child right after fork (uWSGI's ``post_fork_hook``)."""
+    if not _POSTFORK_HOOKS:
+        _chain_post_fork_hook()
+    _POSTFORK_HOOKS.append(hook)
+
+
+def _chain_post_fork_hook() -> None:
+    """Take uWSGI's post-fork hook, keeping any the app set before (uwsgidecorators' chain)."""
+    previous = getattr(uwsgi, "post_fork_hook", None)
+
+    def run_hooks() -> None:
+        if previous is not None:
+            previous()
+        for hook in _POSTFORK_HOOKS:
+            hook()
+
+    uwsgi.post_fork_hook = run_hooks
+
+
+# ---------------------------------------------------------------- timers, cron, files
+
+
+def add_timer(signum: int, seconds: float) -> None:
+    """Raise ``signum`` every ``seconds`` (whole) seconds, from uWSGI's master."""
+    check_timer(seconds)
+    check_signal_number(signum)
+    uwsgi.add_timer(signum, int(seconds))
+
+
+def add_rb_timer(signum: int, seconds: float, iterations: int = 0) -> None:
+    """Raise ``signum`` every ``seconds`` (whole) seconds, ``iterations`` times (0 = forever)."""
+    check_timer(seconds, iterations)
+    check_signal_number(signum)
+    uwsgi.add_rb_timer(signum, int(seconds), iterations)
+
+
+def add_ms_timer(signum: int, ms: float) -> None:
+    """Raise ``signum`` every ``ms`` milliseconds: whole seconds only under uWSGI."""
+    check_ms_timer(ms)
+    add_timer(signum, ms / 1000)
+
+
+def check_timer(seconds: float, iterations: int = 0) -> None:
+    """Raise unless uWSGI's timers take ``seconds`` and ``iterations``: whole seconds only."""
+    TimerEvent(0, seconds, iterations)
+    if seconds != int(seconds):
+        raise _unsupported(
+            f"a timer of {seconds!r} seconds",
+            "uWSGI's Python timers take whole seconds (use the embedded runtime for finer ones)",
+        )
+
+
+def check_ms_timer(ms: float) -> None:
+    """Raise unless ``ms`` is a whole number of seconds, all uWSGI's Python timers take."""
+    milliseconds = check_period(ms, name="interval", unit="milliseconds")
+    if milliseconds % 1000:
+        raise _unsupported(
+            f"a timer of {ms!r} milliseconds",
+            "uWSGI's Python module has no millisecond timers; give a multiple of 1000",
+        )
+
+
+def add_cron(
+    signum: int,
+    minute: int | None = -1,
+    hour: int | None = -1,
+    day: int | None = -1,
+    month: int | None = -1,
+    weekday: int | None = -1,
+) -> None:
+    """Raise ``signum`` in every minute that matches; -1 (or None) is any, -N every N."""
+    check_signal_number(signum)
+    fields = (minute, hour, day, month, weekday)
+    CronSpec.from_uwsgi(*fields)
+    uwsgi.add_cron(signum, *(-1 if value is None else value for value in fields))
+
+
+def add_crontab(signum: int, crontab: str) -> None:
+    """Raise ``signum`` in every minute the crontab matches, when uWSGI's fields can say it."""
+    check_signal_number(signum)
+    fields = CronSpec.parse(crontab).to_uwsgi()
+    if fields is None:
+        raise _unsupported(
+            f"the crontab {crontab!r}",
+            "uWSGI's cron fields hold one value, -1 (any) or -N (every N) each",
+        )
+    uwsgi.add_cron(signum, *fields)
+
+
+def add_file_monitor(signum: int, path: str | os.PathLike[str]) -> None:
+    """Raise ``signum`` whenever the file or directory ``path`` changes."""
+    check_signal_number(signum)
+    FileEvent(0, path)
+    uwsgi.add_file_monitor(signum, os.fspath(path))
+
+
+# ---------------------------------------------------------------- mule messages
+
+
+def mule_msg(
+    message: bytes | str, mule: int | str | None = None, *, timeout: float | None = None
+) -> bool:
+    """Send ``message`` to mule ``mule``, the first free mule (None or 0) or farm ``mule`` (str).
+
+    uWSGI drops a message its mule queue has no room for; this waits for room
+    instead, up to ``timeout`` seconds (30 by default), then raises
+    `MessageQueueFullError`. Returns True.
+    """
+    data = as_message(message)
+    if isinstance(mule, str):
+        return farm_msg(mule, data)
+    target = mule or 0
+    deadline = time.monotonic() + (SEND_TIMEOUT if timeout is None else timeout)
+    pauses = iter(_RETRY_PAUSES)
+    while not uwsgi.mule_msg(data, target):
+        # uWSGI gives no descriptor to wait on: back off, bounded by the deadline.
+        pause = next(pauses, _RETRY_PAUSES[-1])
+        if time.monotonic() + pause > deadline:
+            raise MessageQueueFullError(f"the queue of mule {target} stayed full")
+        time.sleep(pause)
+    return True
+
+
+def farm_msg(farm: str, message: bytes | str, *, timeout: float | None = None) -> bool:
+    """Send ``message`` to farm ``farm``: uWSGI gives it to the first free mule of the farm.
+
+    uWSGI does not report a farm queue that is full: such a message is lost.
+    """
+    del timeout
+    if not isinstance(farm, str):
+        raise TargetError(f"invalid farm {farm!r}: a farm name is a str")
+    uwsgi.farm_msg(farm, as_message(message))
+    return True
+
+
+def mule_get_msg(
+    signals: bool = True,
+    farms: bool = True,
+    buffer_size: int = 65536,
+    timeout: float | None = -1,
+) -> bytes | None:
+    """In a mule: block until a message arrives; None after ``timeout`` (whole seconds)."""
+    wait = -1 if timeout is None or timeout == -1 else math.ceil(timeout)
+    message = uwsgi.mule_get_msg(signals, farms, buffer_size, wait)
+    return None if message is None else bytes(message)
+
+
+def farm_get_msg(*, signals: bool = True, timeout: float | None = None) -> bytes | None:
+    """In a mule: block until a message for one of its farms arrives."""
+    if timeout is not None:
+        raise _unsupported("farm_get_msg(timeout=...)", "uWSGI's farm_get_msg has no timeout")
+    if not signals:
+        raise _unsupported(
+            "farm_get_msg(signals=False)", "uWSGI's farm_get_msg does not run signals anyway"
+        )
+    message = uwsgi.farm_get_msg()
+    return None if message is None else bytes(message)
+
+
+_MESSAGE_HOOK: list[Callable[[bytes], object]] = []
+
+
+def set_message_hook(hook: Callable[[bytes], object] | None) -> None:
+    """Run ``hook(message)`` in a mule for each message that is not an offloaded call."""
+    if hook is not None and not callable(hook):
+        raise TypeError(f"a message hook must be callable, not {hook!r}")
+    _MESSAGE_HOOK[:] = [] if hook is None else [hook]
+    uwsgi.mule_msg_hook = _dispatch_message
+
+
+def _dispatch_message(message: bytes) -> None:
+    """uWSGI's ``mule_msg_hook``: run an offloaded call, or pass the message to the app's hook."""
+    if offload.is_call(message):
+        offload.run_call(message, f"mule {uwsgi.mule_id()}")
+    elif _MESSAGE_HOOK:
+        _MESSAGE_HOOK[0](message)
+    else:
+        log.warning("mule %d dropped a message: no message hook is set", uwsgi.mule_id())
+
+
+def register_offload(func: Callable[..., Any]) -> str:
+    """Make ``func`` runnable by a mule message; return the name it travels under."""
+    if not callable(func):
+        raise TypeError(f"only a callable can be offloaded, not {func!r}")
+    uwsgi.mule_msg_hook = _dispatch_message
+    return offload.register(func)
+
+
+def call_offloaded(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    mule: int = 0,
+    farm: str | None = None,
+) -> None:
+    """Ask mule ``mule`` (0: the first free one) or farm ``farm`` to run ``name``."""
+    message = offload.pack_call(name, args, kwargs)
+    if farm is not None:
+        farm_msg(farm, message)
+    else:
+        mule_msg(message, mule)
+
+
+def declare_program(mule: int | None, body: Callable[[], object] | str) -> int:
+    """Make mule ``mule`` run ``body`` as its loop, as uwsgidecorators' ``@mule`` does.
+
+    uWSGI has no "next free mule": the id is required. When the body returns
+    or raises, the mule exits and uWSGI's master starts it again.
+    """
+    if mule is None:
+        raise _unsupported(
+            "a mule loop without a mule id", "name the mule, one of uWSGI's --mule options"
+        )
+    program = MuleProgram(mule, body)
+
+    def run_in_its_mule() -> None:
+        if uwsgi.mule_id() == program.mule:
+            sys.exit(_run_program(program))
+
+    add_postfork_hook(run_in_its_mule)
+    return mule
+
+
+def _run_program(program: MuleProgram) -> int:
+    try:
+        load_body(program)()
+    except Exception:
+        log.exception("the loop %s of mule %d raised", program.describe(), program.mule)
+        return 1
+    log.warning("the loop %s of mule %d returned", program.describe(), program.mule)
+    return 0
+
+
+# ---------------------------------------------------------------- spooler
+
+
+def spool(
+    message: dict[str, str | bytes] | None = None,
+    *,
+    body: bytes | None = None,
+    at: float | None = None,
+    spooler: str | os.PathLike[str] | None = None,
+    **fields: str | bytes,
+) -> str:
+    """Hand a job to uWSGI's spooler; return the job file's name."""
+    job: dict[str, str | bytes] = {**(message or {}), **fields}
+    if body is not None:
+        if not isinstance(body, bytes):
+            raise TypeError(f"a spool job's body is bytes, not {type(body).__name__}")
+        job["body"] = body
+    if at is not None:
+        if isinstance(at, bool) or not isinstance(at, (int, float)):
+            raise ValueError(f"invalid at {at!r}: give a UNIX time in seconds")
+        job["at"] = str(int(at))
+    if spooler is not None:
+        job["spooler"] = os.fspath(spooler)
+    # uWSGI's spool takes bytes only.
+    name = uwsgi.spool({_as_bytes(key): _as_bytes(value) for key, value in job.items()})
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _as_bytes(text: str | bytes) -> bytes:
+    if isinstance(text, bytes):
+        return text
+    if isinstance(text, str):
+        return text.encode()
+    raise TypeError(f"a spool job holds str or bytes, not {type(text).__name__}: {text!r}")
+
+
+def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> None:
+    """Run ``handler(job)`` in uWSGI's spooler for each job; None or SPOOL_OK means done.
+
+    uWSGI gives every field as bytes; the keys are turned into str.
+    """
+    if handler is not None and not callable(handler):
+        raise TypeError(f"a spool handler must be callable, not {handler!r}")
+    if handler is None:
+        if hasattr(uwsgi, "spooler"):
+            del uwsgi.spooler
+        return
+
+    def run_job(job: dict[bytes | str, Any]) -> int:
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in job.items()}
+        try:
+            result = handler(fields)
+        except Exception:
+            log.exception("the spool handler raised on job %s", fields.get("spooler_task_name"))
+            return SPOOL_RETRY
+        return SPOOL_OK if result is None else int(result)  # type: ignore[call-overload]
+
+    uwsgi.spooler = run_job
