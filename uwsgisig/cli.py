@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import compat
 from .errors import UwsgisigError
 from .runtime import Runtime
 from .runtime.config import parse_farm
@@ -79,12 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --remote-signals listen on a non-loopback address: whoever reaches it "
         "can raise any signal",
     )
+    run.add_argument(
+        "--uwsgi-compat",
+        action="store_true",
+        help="let APP `import uwsgi` (and uWSGI's uwsgidecorators): its signal, timer, cron, "
+        "file-monitor, mule, farm and spooler calls run on this runtime; its other calls "
+        "raise NotImplementedError",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uwsgisig`` command."""
     args = build_parser().parse_args(argv)
+    if args.uwsgi_compat:
+        compat.install()  # before the master imports the app
     try:
         runtime = Runtime(
             args.app,

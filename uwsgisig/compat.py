@@ -1,0 +1,450 @@
+"""A ``uwsgi`` module backed by uwsgisig's runtime, for apps written against uWSGI.
+
+``uwsgisig run --uwsgi-compat APP`` calls `install` before it imports the app,
+so ``import uwsgi`` (and uWSGI's ``uwsgidecorators``, which imports it) finds
+this module. It offers uWSGI's signal, timer, cron, file-monitor, mule, farm
+and spooler calls, with uWSGI's names, arguments and return values. Every
+other call of uWSGI's module exists and raises `NotImplementedError` naming
+the call.
+
+```python
+from uwsgisig import compat
+
+uwsgi = compat.install()
+uwsgi.register_signal(30, "workers", on_reload)
+```
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.machinery
+import logging
+import os
+import socket
+import sys
+import time
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+from . import platform
+from .spooler import SPOOL_IGNORE, SPOOL_OK, SPOOL_RETRY
+
+__all__ = [
+    "IMPLEMENTED",
+    "NOT_IMPLEMENTED",
+    "SPOOL_IGNORE",
+    "SPOOL_OK",
+    "SPOOL_RETRY",
+    "UwsgiModule",
+    "install",
+    "uninstall",
+]
+
+log = logging.getLogger("uwsgisig")
+
+MODULE_NAME = "uwsgi"
+
+UWSGI_VERSION = (2, 0, 31)  # the release whose module this one follows
+
+OFFERED = "the signal, timer, cron, file-monitor, mule, farm and spooler calls"
+
+NOT_IMPLEMENTED = (
+    # cache, queue, shared area, metrics, SNMP
+    "cache_get", "cache_set", "cache_update", "cache_del", "cache_exists", "cache_clear",
+    "cache_inc", "cache_dec", "cache_mul", "cache_div", "cache_num", "cache_keys",
+    "queue_get", "queue_set", "queue_last", "queue_push", "queue_pull", "queue_pop",
+    "queue_slot", "queue_pull_slot",
+    "sharedarea_read", "sharedarea_write", "sharedarea_readbyte", "sharedarea_writebyte",
+    "sharedarea_read8", "sharedarea_write8", "sharedarea_readlong", "sharedarea_writelong",
+    "sharedarea_read64", "sharedarea_write64", "sharedarea_read32", "sharedarea_write32",
+    "sharedarea_read16", "sharedarea_write16", "sharedarea_inclong", "sharedarea_inc64",
+    "sharedarea_inc32", "sharedarea_dec64", "sharedarea_dec32", "sharedarea_rlock",
+    "sharedarea_wlock", "sharedarea_unlock", "sharedarea_memoryview", "sharedarea_object",
+    "metric_inc", "metric_dec", "metric_mul", "metric_div", "metric_get", "metric_set",
+    "metric_set_max", "metric_set_min",
+    "snmp_set_counter32", "snmp_set_counter64", "snmp_set_gauge", "snmp_incr_counter32",
+    "snmp_incr_counter64", "snmp_incr_gauge", "snmp_decr_counter32", "snmp_decr_counter64",
+    "snmp_decr_gauge", "snmp_set_community",
+    # the server, its workers and its requests
+    "reload", "stop", "workers", "total_requests", "request_id", "log", "log_this_request",
+    "set_logvar", "get_logvar", "alarm", "disconnect", "lock", "is_locked", "unlock", "cl",
+    "accepting", "setprocname", "listen_queue", "route", "register_rpc", "rpc", "rpc_list",
+    "call", "sendfile", "offload", "set_warning_message", "mem", "logsize", "i_am_the_lord",
+    "lord_scroll", "scrolls", "ready", "set_user_harakiri", "chunked_read", "chunked_read_nb",
+    "ready_fd", "add_var", "micros", "get_option", "set_option", "getoption", "setoption",
+    "sorry_i_need_to_block", "grunt", "has_hook", "parsefile", "embedded_data", "extract",
+    "fcgi", "add_probe",
+    # async, green threads, websockets, raw connections
+    "async_sleep", "async_connect", "async_send_message", "green_schedule", "suspend",
+    "wait_fd_read", "wait_fd_write", "connect", "connection_fd", "is_connected", "send",
+    "recv", "recv_block", "recv_frame", "close", "websocket_recv", "websocket_recv_nb",
+    "websocket_send", "websocket_send_binary", "websocket_handshake",
+    # clustering, messages over the uwsgi protocol, Erlang
+    "send_message", "send_multi_message", "send_multicast_message", "cluster_nodes",
+    "cluster_node_name", "cluster", "cluster_best_node", "erlang_send_message",
+    "erlang_register_process", "erlang_recv_message", "erlang_connect", "erlang_rpc",
+    # the spooler beyond spooling and running jobs
+    "set_spooler_frequency", "spooler_jobs", "spooler_pid", "spooler_pids", "spooler_get_task",
+)  # fmt: skip
+"""The calls of uWSGI's module that raise `NotImplementedError` here."""
+
+
+def _not_implemented_message(call: str) -> str:
+    """The `NotImplementedError` message for ``call`` (e.g. ``"cache_get()"``)."""
+    return (
+        f"uwsgi.{call} is not implemented by uwsgisig's uwsgi-compatible module "
+        f"(--uwsgi-compat): it offers {OFFERED}"
+    )
+
+
+def _not_implemented(name: str) -> Callable[..., NoReturn]:
+    def call(*args: object, **kwargs: object) -> NoReturn:
+        raise NotImplementedError(_not_implemented_message(f"{name}()"))
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"uWSGI's ``{name}()``: not implemented, raises NotImplementedError."
+    return call
+
+
+# ---------------------------------------------------------------- signals
+
+
+def signal_wait(signum: int | None = None) -> bytes:
+    """Block until signal ``signum`` (or any) arrives; get it from `signal_received`.
+
+    Returns ``b""``, as uWSGI does. There is no timeout, as in uWSGI.
+    """
+    platform.signal_wait(signum)
+    return b""
+
+
+def signal_received() -> int:
+    """The last signal this process received, or -1 if none yet."""
+    received = platform.signal_received()
+    return -1 if received is None else received
+
+
+def signal_registered(signum: int) -> bool | None:
+    """True if ``signum`` has a handler in this process, else None (as uWSGI)."""
+    return True if platform.signal_registered(signum) else None
+
+
+def add_cron(signum: int, minute: int, hour: int, day: int, month: int, weekday: int) -> bool:
+    """Raise ``signum`` in every minute that matches (-1 any, -N every N); return True."""
+    platform.add_cron(signum, minute, hour, day, month, weekday)
+    return True
+
+
+def i_am_the_spooler() -> bool | None:
+    """True in the spooler, else None (as uWSGI)."""
+    return True if platform.i_am_the_spooler() else None
+
+
+# ---------------------------------------------------------------- mules and farms
+
+
+def mule_msg(message: bytes | str, mule: int | str | None = None) -> bool:
+    """Send ``message`` to mule ``mule`` (an id; 0 or None: the first free mule) or to
+    the farm named ``mule``; return True.
+
+    A full queue makes the sender wait (then raise), never drops the message.
+    """
+    return platform.mule_msg(message, mule)
+
+
+def farm_msg(farm: str, message: bytes | str) -> None:
+    """Send ``message`` to farm ``farm``: the first of its mules that is free takes it."""
+    platform.farm_msg(farm, message)
+
+
+def mule_get_msg(
+    signals: object = True,
+    farms: object = True,
+    buffer_size: int = 65536,
+    timeout: float = -1,
+) -> bytes | None:
+    """In a mule: block until a message for it (or its farms) arrives; None on timeout.
+
+    As in uWSGI, only None and False turn ``signals`` or ``farms`` off;
+    ``timeout`` -1 waits forever.
+    """
+    return platform.mule_get_msg(
+        signals=signals is not None and signals is not False,
+        farms=farms is not None and farms is not False,
+        buffer_size=buffer_size,
+        timeout=timeout,
+    )
+
+
+def farm_get_msg() -> bytes | None:
+    """In a mule: block until a message for one of its farms arrives.
+
+    Signals that arrive meanwhile run their handlers.
+    """
+    return platform.farm_get_msg()
+
+
+def in_farm(name: str | None = None) -> bool | None:
+    """In a mule: True if it belongs to farm ``name`` (to any farm by default), else None."""
+    return True if platform.in_farm(name) else None
+
+
+# ---------------------------------------------------------------- spooler
+
+
+def spool(
+    message_dict: Mapping[bytes | str, bytes | str] | None = None,
+    spooler: bytes | str | None = None,
+    priority: object = None,
+    at: bytes | str | float | None = None,
+    body: bytes | None = None,
+    **kwargs: bytes | str,
+) -> bytes:
+    """Spool a job; return the path of its file, as bytes.
+
+    Keys and values are bytes or str. ``spooler`` (a directory), ``at`` (a UNIX
+    time, digits accepted) and ``body`` may also be keys of ``message_dict``,
+    as in uWSGI; ``priority`` raises `NotImplementedError`.
+    """
+    return _spool("spool", message_dict, spooler, priority, at, body, kwargs)
+
+
+def send_to_spooler(
+    message_dict: Mapping[bytes | str, bytes | str] | None = None,
+    spooler: bytes | str | None = None,
+    priority: object = None,
+    at: bytes | str | float | None = None,
+    body: bytes | None = None,
+    **kwargs: bytes | str,
+) -> bytes:
+    """The same as `spool`."""
+    return _spool("send_to_spooler", message_dict, spooler, priority, at, body, kwargs)
+
+
+def _spool(
+    call: str,
+    message_dict: Mapping[bytes | str, bytes | str] | None,
+    spooler: bytes | str | None,
+    priority: object,
+    at: bytes | str | float | None,
+    body: bytes | None,
+    kwargs: dict[str, bytes | str],
+) -> bytes:
+    job: dict[str, Any] = {_text_key(key): value for key, value in (message_dict or {}).items()}
+    job.update(kwargs)
+    reserved = {"spooler": spooler, "priority": priority, "at": at, "body": body}
+    job.update({key: value for key, value in reserved.items() if value is not None})
+    if "priority" in job:
+        raise NotImplementedError(_not_implemented_message(f"{call}(priority=...)"))
+    body = job.pop("body", None)
+    when = None
+    if "at" in job:
+        when = _unix_time(job["at"])
+        # uWSGI keeps the reserved keys (but the body) in the job its handler gets.
+        job["at"] = job["at"] if isinstance(job["at"], (bytes, str)) else str(job["at"])
+    directory = job.get("spooler")
+    path = platform.spool(
+        job,
+        body=body.encode("utf-8") if isinstance(body, str) else body,
+        at=when,
+        spooler=os.fsdecode(directory) if directory is not None else None,
+    )
+    return os.fsencode(path)
+
+
+def _text_key(key: object) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "surrogateescape")
+    if isinstance(key, str):
+        return key
+    raise TypeError(f"invalid spool job key {key!r}: keys are bytes or str")
+
+
+def _unix_time(value: object) -> float:
+    """``at`` as uWSGI takes it: a number, or its digits as bytes or str."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    if isinstance(text, (str, int, float)) and not isinstance(text, bool):
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    raise ValueError(f"invalid at {value!r}: give a UNIX time in seconds")
+
+
+# uWSGI gives a spool handler these two keys as str, every other as bytes.
+_STR_KEYS = frozenset({"spooler_task_name", "body"})
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+
+
+def _uwsgi_job(job: Mapping[str, bytes | str]) -> dict[bytes | str, bytes]:
+    """A job as uWSGI's spool handler gets it: bytes keys (but ``spooler_task_name``
+    and ``body``) and bytes values."""
+    return {
+        (key if key in _STR_KEYS else _as_bytes(key)): _as_bytes(value)
+        for key, value in job.items()
+    }
+
+
+def _spool_handler(handler: Callable[[dict[bytes | str, bytes]], object]) -> Callable[..., int]:
+    """Wrap a uWSGI spool handler: it gets uWSGI's job dict, and an answer that is not
+    an int means retry, as in uWSGI."""
+
+    def run(job: dict[str, Any]) -> int:
+        answer = handler(_uwsgi_job(job))
+        return answer if isinstance(answer, int) else SPOOL_RETRY
+
+    return run
+
+
+def _set_spooler(handler: Callable[[dict[bytes | str, bytes]], object] | None) -> None:
+    if handler is not None and not callable(handler):
+        raise TypeError(f"uwsgi.spooler must be callable, not {handler!r}")
+    platform.set_spool_handler(None if handler is None else _spool_handler(handler))
+
+
+# ---------------------------------------------------------------- the module
+
+
+def _uwsgi_option(value: object) -> object:
+    """An option's value as uWSGI's ``uwsgi.opt`` holds it: True for a flag, else bytes."""
+    if value is True:
+        return True
+    if isinstance(value, list):
+        values = [_uwsgi_option(item) for item in value]
+        return values[0] if len(values) == 1 else values  # uWSGI makes a list of repeats only
+    return str(value).encode("utf-8")
+
+
+# Assigning these attributes of the module hands the value to the runtime.
+_HOOK_SETTERS: dict[str, Callable[[Any], None]] = {
+    "mule_msg_hook": platform.set_message_hook,
+    "spooler": _set_spooler,
+}
+
+
+class UwsgiModule(types.ModuleType):
+    """The ``uwsgi`` module `install` makes: uWSGI's calls on uwsgisig's runtime.
+
+    ``numproc`` and ``opt`` are read live. Assigning ``mule_msg_hook``,
+    ``spooler`` or ``post_fork_hook`` takes effect as in uWSGI.
+    """
+
+    @property
+    def numproc(self) -> int:
+        """The number of workers; 0 outside a runtime."""
+        return platform.numproc()
+
+    @property
+    def opt(self) -> dict[str, object]:
+        """The runtime's options as uWSGI's ``uwsgi.opt``: bytes values, True for flags."""
+        return {key: _uwsgi_option(value) for key, value in platform.options().items()}
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setter = _HOOK_SETTERS.get(name)
+        if setter is not None:
+            setter(value)
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        setter = _HOOK_SETTERS.get(name)
+        if setter is not None:
+            setter(None)
+
+
+# uWSGI's calls that uwsgisig's runtime runs unchanged, and those adapted above.
+_IMPLEMENTED: dict[str, Callable[..., Any]] = {
+    "register_signal": platform.register_signal,
+    "signal": platform.signal,
+    "signal_wait": signal_wait,
+    "signal_received": signal_received,
+    "signal_registered": signal_registered,
+    "add_timer": platform.add_timer,
+    "add_rb_timer": platform.add_rb_timer,
+    "add_cron": add_cron,
+    "add_file_monitor": platform.add_file_monitor,
+    "worker_id": platform.worker_id,
+    "mule_id": platform.mule_id,
+    "masterpid": platform.masterpid,
+    "i_am_the_spooler": i_am_the_spooler,
+    "mule_msg": mule_msg,
+    "farm_msg": farm_msg,
+    "mule_get_msg": mule_get_msg,
+    "farm_get_msg": farm_get_msg,
+    "in_farm": in_farm,
+    "spool": spool,
+    "send_to_spooler": send_to_spooler,
+}
+
+IMPLEMENTED = tuple(_IMPLEMENTED)
+"""The calls of uWSGI's module that run on uwsgisig's runtime."""
+
+
+def _make_module() -> UwsgiModule:
+    module = UwsgiModule(MODULE_NAME, "uWSGI's module, backed by uwsgisig's runtime.")
+    module.__dict__.update(
+        __spec__=importlib.machinery.ModuleSpec(MODULE_NAME, None),
+        UWSGISIG_COMPAT=True,
+        SPOOL_OK=SPOOL_OK,
+        SPOOL_RETRY=SPOOL_RETRY,
+        SPOOL_IGNORE=SPOOL_IGNORE,
+        version=".".join(map(str, UWSGI_VERSION)).encode(),
+        version_info=(*UWSGI_VERSION, 0, b"uwsgisig"),
+        hostname=socket.gethostname().encode(),
+        started_on=int(time.time()),
+        is_a_reload=False,
+        **{name: _not_implemented(name) for name in NOT_IMPLEMENTED},
+        **_IMPLEMENTED,
+    )
+    platform.add_postfork_hook(functools.partial(_run_post_fork_hook, module))
+    return module
+
+
+def _run_post_fork_hook(module: UwsgiModule) -> None:
+    """Call the module's ``post_fork_hook``, as uWSGI does in every child after fork."""
+    if sys.modules.get(MODULE_NAME) is not module:
+        return  # uninstalled
+    hook = module.__dict__.get("post_fork_hook")
+    if hook is None:
+        return
+    try:
+        hook()
+    except Exception:
+        # uWSGI logs the error and the child goes on.
+        log.exception("uwsgi.post_fork_hook %r raised in pid %d", hook, os.getpid())
+
+
+def install() -> types.ModuleType:
+    """Make ``import uwsgi`` give uwsgisig's uWSGI-compatible module; return it.
+
+    Call it before the app is imported (``uwsgisig run --uwsgi-compat`` does).
+    Installing again returns the same module. Raises `RuntimeError` if a real
+    ``uwsgi`` module is already imported.
+    """
+    known = sys.modules.get(MODULE_NAME)
+    if known is not None:
+        if getattr(known, "UWSGISIG_COMPAT", False):
+            return known
+        raise RuntimeError(
+            "a uwsgi module is already imported (running under a uWSGI server?): "
+            "uwsgisig's uwsgi-compatible module cannot replace it"
+        )
+    module = _make_module()
+    sys.modules[MODULE_NAME] = module
+    return module
+
+
+def uninstall() -> None:
+    """Remove the module `install` made, and the hooks the app set through it."""
+    module = sys.modules.get(MODULE_NAME)
+    if not isinstance(module, UwsgiModule):
+        return
+    del sys.modules[MODULE_NAME]
+    for name in _HOOK_SETTERS:
+        if name in module.__dict__:
+            delattr(module, name)
