@@ -118,6 +118,9 @@ def test_cron_fields_are_uwsgis_and_a_crontab_is_spelled_in_them(fake):
     ]
     with pytest.raises(NotImplementedError, match=r"'1,2 \* \* \* \*'"):
         module.add_crontab(6, "1,2 * * * *")
+    with pytest.raises(NotImplementedError, match="one value"):
+        module.check_crontab("0-5 * * * *")  # refused before a signal number is taken
+    module.check_crontab("*/5 * * * *")
     with pytest.raises(ScheduleError, match="61"):
         module.add_cron(3, minute=61)
 

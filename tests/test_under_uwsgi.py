@@ -84,67 +84,35 @@ def run_targets(server: Server, address: str, out: Path) -> dict[str, list[str]]
     return {what: sorted(ran_by) for what, ran_by in table.items()}
 
 
-@pytest.fixture
-def uwsgi_table(tmp_path: Path) -> dict[str, list[str]]:
-    workdir = tmp_path / "uwsgi"
-    (workdir / "spool").mkdir(parents=True)
+def table_of(server_name: str, tmp_path: Path) -> dict[str, list[str]]:
+    """Run the app on ``server_name`` ("uwsgi" or "uwsgisig"); return who ran what."""
+    workdir = tmp_path / server_name
+    spool = workdir / "spool"
+    spool.mkdir(parents=True)
     out = workdir / "out.txt"
-    server = start_uwsgi(
-        APP,
-        workdir,
-        [
-            "--processes",
-            "2",
-            "--mule",
-            "--mule",
-            "--farm",
-            "pool:1,2",
-            "--spooler",
-            str(workdir / "spool"),
-            "--socket",
-            "127.0.0.1:0",
-        ],
-        {"UWSGISIG_TEST_OUT": str(out)},
-    )
+    env = {"UWSGISIG_TEST_OUT": str(out)}
+    farm_and_spooler = ["--farm", "pool:1,2", "--spooler", str(spool)]
+    if server_name == "uwsgi":
+        args = ["--processes", "2", "--mule", "--mule", *farm_and_spooler]
+        server = start_uwsgi(APP, workdir, [*args, "--socket", "127.0.0.1:0"], env)
+    else:
+        args = ["--workers", "2", "--mules", "2", *farm_and_spooler]
+        server = start_uwsgisig(APP, workdir, [*args, "--remote-signals", "127.0.0.1:0"], env)
     try:
-        (port,) = uwsgi_ports(server, 1)
-        table = run_targets(server, f"127.0.0.1:{port}", out)
+        if server_name == "uwsgi":
+            (port,) = uwsgi_ports(server, 1)
+            address = f"127.0.0.1:{port}"
+        else:
+            address = uwsgisig_remote_address(server)
+        return run_targets(server, address, out)
     finally:
         server.stop()
-    return table
-
-
-@pytest.fixture
-def uwsgisig_table(tmp_path: Path) -> dict[str, list[str]]:
-    workdir = tmp_path / "uwsgisig"
-    (workdir / "spool").mkdir(parents=True)
-    out = workdir / "out.txt"
-    server = start_uwsgisig(
-        APP,
-        workdir,
-        [
-            "--workers",
-            "2",
-            "--mules",
-            "2",
-            "--farm",
-            "pool:1,2",
-            "--spooler",
-            str(workdir / "spool"),
-            "--remote-signals",
-            "127.0.0.1:0",
-        ],
-        {"UWSGISIG_TEST_OUT": str(out)},
-    )
-    try:
-        table = run_targets(server, uwsgisig_remote_address(server), out)
-    finally:
-        server.stop()
-    return table
 
 
 @pytest.mark.timeout(90)
-def test_every_target_runs_in_the_same_processes_on_both_servers(uwsgi_table, uwsgisig_table):
+def test_every_target_runs_in_the_same_processes_on_both_servers(tmp_path):
+    uwsgi_table = table_of("uwsgi", tmp_path)
+    uwsgisig_table = table_of("uwsgisig", tmp_path)
     assert uwsgi_table == uwsgisig_table
     assert uwsgisig_table == EXPECTED
 

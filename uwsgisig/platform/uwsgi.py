@@ -36,48 +36,13 @@ from ..runtime.programs import load_body
 from ..runtime.spool import SPOOL_OK, SPOOL_RETRY
 from ..runtime.targets import parse_target
 from ..runtime.timers import check_period
-from .embedded import check_cron, check_crontab, check_monitor_path
+from . import embedded
 
-__all__ = [
-    "NAME",
-    "check_cron",
-    "check_crontab",
-    "check_monitor_path",
-    "check_ms_timer",
-    "check_timer",
-    "add_cron",
-    "add_crontab",
-    "add_file_monitor",
-    "add_ms_timer",
-    "add_rb_timer",
-    "add_timer",
-    "add_postfork_hook",
-    "call_offloaded",
-    "declare_farm",
-    "declare_mule",
-    "declare_program",
-    "farm_get_msg",
-    "farm_msg",
-    "i_am_the_spooler",
-    "in_farm",
-    "masterpid",
-    "mule_get_msg",
-    "mule_id",
-    "mule_msg",
-    "numproc",
-    "options",
-    "parse_target",
-    "register_offload",
-    "register_signal",
-    "set_message_hook",
-    "set_spool_handler",
-    "spool",
-    "signal",
-    "signal_received",
-    "signal_registered",
-    "signal_wait",
-    "worker_id",
-]
+__all__ = list(embedded.__all__)  # the same calls as the embedded engine
+
+# Checks of arguments alone: uWSGI takes whatever the embedded engine takes.
+check_cron = embedded.check_cron
+check_monitor_path = embedded.check_monitor_path
 
 NAME = "uwsgi"
 
@@ -269,13 +234,22 @@ def add_cron(
 def add_crontab(signum: int, crontab: str) -> None:
     """Raise ``signum`` in every minute the crontab matches, when uWSGI's fields can say it."""
     check_signal_number(signum)
+    uwsgi.add_cron(signum, *_uwsgi_cron_fields(crontab))
+
+
+def check_crontab(crontab: str) -> None:
+    """Raise unless ``crontab`` parses and uWSGI's cron fields can say it."""
+    _uwsgi_cron_fields(crontab)
+
+
+def _uwsgi_cron_fields(crontab: str) -> tuple[int, int, int, int, int]:
     fields = CronSpec.parse(crontab).to_uwsgi()
     if fields is None:
         raise _unsupported(
             f"the crontab {crontab!r}",
             "uWSGI's cron fields hold one value, -1 (any) or -N (every N) each",
         )
-    uwsgi.add_cron(signum, *fields)
+    return fields
 
 
 def add_file_monitor(signum: int, path: str | os.PathLike[str]) -> None:
