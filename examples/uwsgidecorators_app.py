@@ -7,8 +7,9 @@ uwsgisig runs it unchanged::
 
 as uWSGI would with ``--master --processes 2 --mules 2 --farm pool:2
 --spooler /tmp/spool``. Right after fork, worker 1 raises a signal for every
-worker, calls a function in mule 1, sends a message to the farm, spools a job
-and touches a watched directory; a timer and a cron job tick in the workers.
+worker, calls a function in mule 1, sends a message to the farm and spools a
+job. A timer ticks in a worker and touches a watched directory on its first
+tick; a cron job fires in a worker.
 
 Each handler appends a line ``WHAT ... WHO PID`` to ``records.txt`` in the
 directory named by ``UWSGIDECORATORS_APP_DIR`` (a temporary one by default).
@@ -62,6 +63,12 @@ def hello(num: int) -> None:
 @timer(1, signum=20, target="worker")
 def tick(num: int) -> None:
     record("tick", num)
+    # Touched from a tick, not right after fork: uWSGI arms its file monitors
+    # only once its master loop runs, and would miss an earlier change.
+    touched = os.path.join(WATCHED, "touched")
+    if not os.path.exists(touched):
+        with open(touched, "w"):
+            pass
 
 
 @cron(-1, -1, -1, -1, -1, signum=21, target="worker")
@@ -92,8 +99,6 @@ def drive() -> None:
     crunch(6, 7, scale=2)
     uwsgi.farm_msg("pool", b"resize cat.png")
     send_report("daily", copies=3)
-    with open(os.path.join(WATCHED, f"touched-{os.getpid()}"), "w"):
-        pass
 
 
 # Last: the farm's mules never return from this post-fork hook, so the hooks

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import App, assert_all_gone, children_of, wait_for
+from tests.servers import start_uwsgi
 from uwsgisig import compat
 from uwsgisig.cli import build_parser
 from uwsgisig.runtime.app import HANDLERS
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "uwsgidecorators_app.py"
 EXAMPLE_OPTIONS = "--uwsgi-compat --workers 2 --mules 2 --farm pool:2"
+# The same processes under uWSGI; it starts workers only with a socket.
+UWSGI_OPTIONS = ["--processes", "2", "--mules", "2", "--farm", "pool:2", "--socket", "127.0.0.1:0"]
 EXAMPLE_CHILDREN = ["mule1", "mule2", "spooler", "worker1", "worker2"]
 
 # Prepended to the apps below: ``dump(name, value)`` writes ``repr(value)`` to
@@ -88,6 +91,26 @@ class Records:
         return {words[-2] for words in self.lines() if words[0] == what}
 
 
+def assert_the_example_ran(records: Records, spool: Path) -> set[int]:
+    """Check every record the example writes; return the pids of the processes that wrote."""
+    started = records.of("started", 5)
+    assert sorted(words[1] for words in started) == EXAMPLE_CHILDREN
+    assert sorted(words[2] for words in records.of("hello", 2)) == ["worker1", "worker2"]
+    assert [words[1:3] for words in records.of("crunch")] == [["84", "mule1"]]
+    assert [words[1:3] for words in records.of("farm")] == [["resize_cat.png", "mule2"]]
+    assert [words[1:4] for words in records.of("report")] == [["daily", "3", "spooler"]]
+    wait_for(
+        lambda: records.who("changed") == {"worker1", "worker2"},
+        15,
+        "both workers to see the watched directory change",
+    )
+    assert records.of("cron")[0][2].startswith("worker")
+    ticks = records.of("tick", 2)
+    assert all(words[1] == "20" and words[2].startswith("worker") for words in ticks)
+    wait_for(lambda: not any(spool.iterdir()), 10, "the spooler to delete the done job")
+    return {int(words[-1]) for words in started}
+
+
 def test_the_uwsgidecorators_example_runs_under_uwsgi_compat(tmp_path):
     records = Records(tmp_path / "records.txt")
     output = open(tmp_path / "output.txt", "w")  # noqa: SIM115 - closed in finally
@@ -101,23 +124,7 @@ def test_the_uwsgidecorators_example_runs_under_uwsgi_compat(tmp_path):
     )
     children: set[int] = set()
     try:
-        started = records.of("started", 5)
-        children = {int(words[-1]) for words in started} | children_of(proc.pid)
-        assert sorted(words[1] for words in started) == EXAMPLE_CHILDREN
-        assert sorted(words[2] for words in records.of("hello", 2)) == ["worker1", "worker2"]
-        assert [words[1:3] for words in records.of("crunch")] == [["84", "mule1"]]
-        assert [words[1:3] for words in records.of("farm")] == [["resize_cat.png", "mule2"]]
-        assert [words[1:4] for words in records.of("report")] == [["daily", "3", "spooler"]]
-        wait_for(
-            lambda: records.who("changed") == {"worker1", "worker2"},
-            15,
-            "both workers to see the watched directory change",
-        )
-        assert records.of("cron")[0][2].startswith("worker")
-        ticks = records.of("tick", 2)
-        assert all(words[1] == "20" and words[2].startswith("worker") for words in ticks)
-        spool = tmp_path / "spool"
-        wait_for(lambda: not any(spool.iterdir()), 10, "the spooler to delete the done job")
+        children = assert_the_example_ran(records, tmp_path / "spool") | children_of(proc.pid)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0, (tmp_path / "output.txt").read_text()
     finally:
@@ -126,6 +133,21 @@ def test_the_uwsgidecorators_example_runs_under_uwsgi_compat(tmp_path):
             proc.wait()
         output.close()
     assert_all_gone(children)
+
+
+def test_the_same_example_runs_alike_under_a_real_uwsgi(tmp_path):
+    (tmp_path / "spool").mkdir()
+    server = start_uwsgi(
+        EXAMPLE,
+        tmp_path,
+        [*UWSGI_OPTIONS, "--spooler", str(tmp_path / "spool")],
+        {"UWSGIDECORATORS_APP_DIR": str(tmp_path)},
+    )
+    pids: set[int] = set()
+    try:
+        pids = assert_the_example_ran(Records(tmp_path / "records.txt"), tmp_path / "spool")
+    finally:
+        server.stop(more_pids=sorted(pids))
 
 
 def test_the_cli_has_the_flag():
