@@ -44,8 +44,6 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeUwsgi, types.ModuleType]:
     monkeypatch.setitem(sys.modules, "uwsgi", stand_in)
     module = importlib.import_module("uwsgisig.platform.uwsgi")
     monkeypatch.setattr(module, "uwsgi", stand_in)
-    monkeypatch.setattr(module, "_MESSAGE_HOOK", [])
-    monkeypatch.setattr(module, "_POSTFORK_HOOKS", [])
     return stand_in, module
 
 

@@ -27,12 +27,12 @@ from ..errors import (
     TargetError,
     check_signal_number,
 )
-from ..runtime import offload
+from ..runtime import app, offload
 from ..runtime.config import MuleProgram
 from ..runtime.cron import CronSpec
 from ..runtime.events import FileEvent, TimerEvent
 from ..runtime.messages import as_message
-from ..runtime.programs import load_body
+from ..runtime.programs import run_program
 from ..runtime.spool import SPOOL_OK, SPOOL_RETRY
 from ..runtime.targets import parse_target
 from ..runtime.timers import check_period
@@ -150,14 +150,11 @@ def declare_farm(name: str, mules: tuple[int, ...]) -> None:
     """Nothing to do: uWSGI starts the farms of its ``--farm`` options."""
 
 
-_POSTFORK_HOOKS: list[Callable[[], object]] = []
-
-
 def add_postfork_hook(hook: Callable[[], object]) -> None:
     """Run ``hook`` in every child right after fork (uWSGI's ``post_fork_hook``)."""
-    if not _POSTFORK_HOOKS:
+    if not app.POSTFORK_HOOKS:
         _chain_post_fork_hook()
-    _POSTFORK_HOOKS.append(hook)
+    embedded.add_postfork_hook(hook)
 
 
 def _chain_post_fork_hook() -> None:
@@ -167,7 +164,7 @@ def _chain_post_fork_hook() -> None:
     def run_hooks() -> None:
         if previous is not None:
             previous()
-        for hook in _POSTFORK_HOOKS:
+        for hook in app.POSTFORK_HOOKS:
             hook()
 
     uwsgi.post_fork_hook = run_hooks
@@ -322,33 +319,22 @@ def farm_get_msg(*, signals: bool = True, timeout: float | None = None) -> bytes
     return None if message is None else bytes(message)
 
 
-_MESSAGE_HOOK: list[Callable[[bytes], object]] = []
-
-
 def set_message_hook(hook: Callable[[bytes], object] | None) -> None:
     """Run ``hook(message)`` in a mule for each message that is not an offloaded call."""
-    if hook is not None and not callable(hook):
-        raise TypeError(f"a message hook must be callable, not {hook!r}")
-    _MESSAGE_HOOK[:] = [] if hook is None else [hook]
-    uwsgi.mule_msg_hook = _dispatch_message
+    embedded.set_message_hook(hook)
+    uwsgi.mule_msg_hook = _deliver
 
 
-def _dispatch_message(message: bytes) -> None:
+def _deliver(message: bytes) -> None:
     """uWSGI's ``mule_msg_hook``: run an offloaded call, or pass the message to the app's hook."""
-    if offload.is_call(message):
-        offload.run_call(message, f"mule {uwsgi.mule_id()}")
-    elif _MESSAGE_HOOK:
-        _MESSAGE_HOOK[0](message)
-    else:
-        log.warning("mule %d dropped a message: no message hook is set", uwsgi.mule_id())
+    offload.deliver(message, f"mule {uwsgi.mule_id()}")
 
 
 def register_offload(func: Callable[..., Any]) -> str:
     """Make ``func`` runnable by a mule message; return the name it travels under."""
-    if not callable(func):
-        raise TypeError(f"only a callable can be offloaded, not {func!r}")
-    uwsgi.mule_msg_hook = _dispatch_message
-    return offload.register(func)
+    name = embedded.register_offload(func)
+    uwsgi.mule_msg_hook = _deliver
+    return name
 
 
 def call_offloaded(
@@ -381,20 +367,10 @@ def declare_program(mule: int | None, body: Callable[[], object] | str) -> int:
 
     def run_in_its_mule() -> None:
         if uwsgi.mule_id() == program.mule:
-            sys.exit(_run_program(program))
+            sys.exit(run_program(program))
 
     add_postfork_hook(run_in_its_mule)
     return mule
-
-
-def _run_program(program: MuleProgram) -> int:
-    try:
-        load_body(program)()
-    except Exception:
-        log.exception("the loop %s of mule %d raised", program.describe(), program.mule)
-        return 1
-    log.warning("the loop %s of mule %d returned", program.describe(), program.mule)
-    return 0
 
 
 # ---------------------------------------------------------------- spooler

@@ -24,7 +24,7 @@ from .config import MuleProgram
 from .frames import ANY_SIGNAL, Op, Role
 from .link import MasterGone, MasterLink
 from .messages import Mailbox, MessageQueue
-from .offload import is_call, run_call
+from .offload import deliver, is_call, run_call
 from .process import CURRENT
 from .programs import run_program
 from .spool import SpoolDir, Spooler
@@ -274,22 +274,7 @@ class SignalLoop:
 
     def _dispatch(self, message: bytes) -> None:
         """A message reached a mule's default loop: run the call, or the app's hook."""
-        if is_call(message):
-            run_call(message, describe_self())
-            return
-        hook = HANDLERS.message
-        if hook is None:
-            log.warning(
-                "%s has no message hook: a %d-byte message is discarded "
-                "(set one with Mule.on_message, or give the mule a loop)",
-                describe_self(),
-                len(message),
-            )
-            return
-        try:
-            hook(message)
-        except Exception:
-            log.exception("message hook %r raised in %s", hook, describe_self())
+        deliver(message, describe_self())
 
     def _run_handler(self, num: int, *, missing_ok: bool) -> None:
         CURRENT.last_received = num

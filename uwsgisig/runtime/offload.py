@@ -14,9 +14,10 @@ import reprlib
 from collections.abc import Callable
 from typing import Any
 
+from .app import HANDLERS
 from .messages import as_message
 
-__all__ = ["OFFLOADED", "CALL_PREFIX", "is_call", "pack_call", "register", "run_call"]
+__all__ = ["OFFLOADED", "CALL_PREFIX", "deliver", "is_call", "pack_call", "register", "run_call"]
 
 log = logging.getLogger("uwsgisig")
 
@@ -74,3 +75,23 @@ def run_call(message: bytes, where: str) -> None:
         func(*args, **kwargs)
     except Exception:
         log.exception("offloaded call %s raised in %s", call, where)
+
+
+def deliver(message: bytes, where: str) -> None:
+    """A message reached a mule's default loop: run the call, or the app's message hook."""
+    if is_call(message):
+        run_call(message, where)
+        return
+    hook = HANDLERS.message
+    if hook is None:
+        log.warning(
+            "%s has no message hook: a %d-byte message is discarded "
+            "(set one with Mule.on_message, or give the mule a loop)",
+            where,
+            len(message),
+        )
+        return
+    try:
+        hook(message)
+    except Exception:
+        log.exception("message hook %r raised in %s", hook, where)
