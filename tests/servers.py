@@ -82,6 +82,8 @@ def start_uwsgi(app: Path, workdir: Path, args: Sequence[str], env: dict[str, st
         "--master",
         "--wsgi-file",
         str(app),
+        "--pythonpath",
+        str(app.parent),  # as `uwsgisig run` does: the app's own modules beside it
         "--logto",
         str(log),
         "--die-on-term",

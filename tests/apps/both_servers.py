@@ -8,12 +8,10 @@ Both servers run 2 workers, mules 1 and 2, farm ``pool`` of mules 1 and 2, and
 a spooler.
 """
 
-import os
+from recording import record
 
 from uwsgisig import Farm, Mule, Signal, lowlevel, postfork
 from uwsgisig.scheduling import register_timer_rb
-
-OUT = os.environ["UWSGISIG_TEST_OUT"]
 
 # The signal number of each target: the test raises these from outside.
 TARGETS = {
@@ -34,25 +32,6 @@ MULE_2 = Mule(2)
 POOL = Farm("pool", mules=[1, 2])
 OBJECT_TARGETS = {"Mule(2)": (22, MULE_2), "Farm(pool)": (23, POOL)}
 FROM_WORKER = 24  # raised by worker 1 itself, to every mule
-
-
-def who() -> str:
-    if lowlevel.worker_id():
-        return f"worker{lowlevel.worker_id()}"
-    if lowlevel.mule_id():
-        return f"mule{lowlevel.mule_id()}"
-    if lowlevel.i_am_the_spooler():
-        return "spooler"
-    return "master"
-
-
-def record(*words: object) -> None:
-    line = " ".join(map(str, words)) + f" {who()} {os.getpid()}\n"
-    fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
 
 
 def recorder(what: str):

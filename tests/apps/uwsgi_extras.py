@@ -6,28 +6,9 @@ the file named by ``UWSGISIG_TEST_OUT`` as ``<what> <who> <pid>``.
 
 import os
 
+from recording import OUT, record
+
 from uwsgisig import Mule, Signal, TargetError, lowlevel, postfork, scheduling, spooler
-
-OUT = os.environ["UWSGISIG_TEST_OUT"]
-
-
-def who() -> str:
-    if lowlevel.worker_id():
-        return f"worker{lowlevel.worker_id()}"
-    if lowlevel.mule_id():
-        return f"mule{lowlevel.mule_id()}"
-    if lowlevel.i_am_the_spooler():
-        return "spooler"
-    return "master"
-
-
-def record(*words: object) -> None:
-    line = " ".join(map(str, words)) + f" {who()} {os.getpid()}\n"
-    fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
 
 
 def refused(what: str, call) -> None:
