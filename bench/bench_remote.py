@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from common import run_on_runtime, start_child, table
+from common import recv_exact, run_on_runtime, start_child, table
 
 from uwsgisig import RuntimeHandle, lowlevel
 
@@ -141,24 +141,10 @@ def raw_round_trips(address: tuple[str, int], num: int, n: int) -> float:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
             sock.connect(address)
             sock.sendall(packet)
-            reply = recv_exact(sock, 4)
+            reply = recv_exact(sock, 4, CLIENT_TIMEOUT)
             if reply != ACCEPTED:
                 raise RuntimeError(f"{address} answered {reply.hex(' ')} to signal {num}")
     return (now() - start) / 1e9
-
-
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    """Read exactly ``size`` bytes, or raise on a timeout or an early end of stream."""
-    data = b""
-    while len(data) < size:
-        try:
-            chunk = sock.recv(size - len(data))
-        except BlockingIOError:
-            raise TimeoutError(f"no answer within {CLIENT_TIMEOUT:g} s") from None
-        if not chunk:
-            raise EOFError(f"the server closed after {len(data)} of {size} bytes")
-        data += chunk
-    return data
 
 
 def lowlevel_round_trips(address: str, num: int, n: int) -> float:

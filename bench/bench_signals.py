@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from common import FORK, join_child, run_on_runtime, start_child, table
+from common import FORK, join_child, recv_exact, run_on_runtime, start_child, table
 
 from uwsgisig import RuntimeHandle
 
@@ -331,25 +331,11 @@ def socketpair_burst(n: int) -> Burst:
             send(message)
         sent = now()
         cpu = cpu_ns(os.getpid()) - cpu
-        end, reader_cpu = struct.unpack("qq", recv_exact(mine, 16))
+        end, reader_cpu = struct.unpack("qq", recv_exact(mine, 16, WAIT_TIMEOUT))
         join_child(reader)
         return Burst(n, n, (end - start) / 1e9, (sent - start) / 1e9, Cpu(cpu, 0, reader_cpu))
     finally:
         mine.close()
-
-
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    """Read exactly ``size`` bytes; TimeoutError after WAIT_TIMEOUT of silence."""
-    data = b""
-    while len(data) < size:
-        try:
-            chunk = sock.recv(size - len(data))
-        except BlockingIOError:
-            raise TimeoutError(f"no reply within {WAIT_TIMEOUT:g} s") from None
-        if not chunk:
-            raise EOFError("the helper process closed its socket")
-        data += chunk
-    return data
 
 
 def _echo_socket(sock: socket.socket, other: socket.socket) -> None:
@@ -369,7 +355,7 @@ def socketpair_round_trips(count: int) -> list[int]:
         for _ in range(count):
             start = now()
             mine.send(message)
-            recv_exact(mine, 8)
+            recv_exact(mine, 8, WAIT_TIMEOUT)
             samples.append(now() - start)
         mine.close()
         join_child(echo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ __all__ = [
     "FORK",
     "join_child",
     "print_problems",
+    "recv_exact",
     "run_on_runtime",
     "start_child",
     "stop_children",
@@ -61,6 +63,23 @@ def stop_children() -> None:
             child.kill()
         child.join(HELPER_TIMEOUT)
     CHILDREN.clear()
+
+
+def recv_exact(sock: socket.socket, size: int, timeout: float) -> bytes:
+    """Read exactly ``size`` bytes from a socket whose receive timeout is ``timeout``.
+
+    Raises TimeoutError after that much silence, EOFError if the peer closes first.
+    """
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = sock.recv(size - len(data))
+        except BlockingIOError:  # SO_RCVTIMEO expired
+            raise TimeoutError(f"no answer within {timeout:g} s") from None
+        if not chunk:
+            raise EOFError(f"the peer closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
