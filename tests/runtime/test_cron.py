@@ -1,8 +1,10 @@
-"""Cron: uWSGI's add_cron fields, crontab strings, matching, once-per-minute evaluation."""
+"""Cron: uWSGI's add_cron fields, crontab strings, matching, uWSGI's firing rule, wake-ups."""
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,7 @@ from uwsgisig.runtime.cron import (
     minute_key,
     seconds_until_next_minute,
 )
+from uwsgisig.runtime.events import CRON_MARGIN, CronEvent, EventSources
 from uwsgisig.runtime.timers import ScheduleError
 
 pytestmark = pytest.mark.timeout(30)
@@ -426,25 +429,31 @@ def table_with(*entries: tuple[int, CronSpec]) -> CronTable:
     return table
 
 
-def test_all_any_cron_fires_at_start_then_at_every_minute_boundary() -> None:
+def test_all_any_cron_fires_at_start_then_every_60_seconds_not_at_boundaries() -> None:
     table = table_with((5, CronSpec.from_uwsgi()))
 
-    assert table.due(at(12, 0, 30)) == [5]  # the minute we start in
-    assert table.due(at(12, 0, 59, 999_999)) == []
-    assert table.due(at(12, 1, 0)) == [5]
-    assert table.due(at(12, 1, 0, 500_000)) == []
-    assert table.due(at(12, 2, 0)) == [5]
+    assert table.due(at(10, 0, 30)) == [5]  # the first check
+    assert table.due(at(10, 0, 59, 999_999)) == []
+    assert table.due(at(10, 1, 0)) == []  # a boundary, but only 30 s since the fire
+    assert table.due(at(10, 1, 29, 999_999)) == []
+    assert table.due(at(10, 1, 30)) == [5]
+    assert table.due(at(10, 2, 0)) == []
+    assert table.due(at(10, 2, 30)) == [5]
 
 
-def test_cron_with_a_given_minute_fires_at_that_minute_only() -> None:
+def test_cron_with_a_given_minute_fires_at_hh_mm_00_once_per_hour() -> None:
     table = table_with((6, CronSpec.from_uwsgi(minute=5)))
 
     assert table.due(at(12, 0, 30)) == []
     assert table.due(at(12, 4, 59)) == []
     assert table.due(at(12, 5, 0)) == [6]
     assert table.due(at(12, 5, 30)) == []
+    assert table.due(at(12, 5, 59, 999_999)) == []
     assert table.due(at(12, 6, 0)) == []
+    assert table.due(at(13, 4, 59)) == []
     assert table.due(at(13, 5, 0)) == [6]
+    assert table.due(at(13, 5, 1)) == []
+    assert table.due(at(14, 5, 0)) == [6]
 
 
 def test_cron_started_during_its_minute_fires_at_start() -> None:
@@ -452,6 +461,37 @@ def test_cron_started_during_its_minute_fires_at_start() -> None:
 
     assert table.due(at(12, 5, 40)) == [6]
     assert table.due(at(12, 5, 50)) == []
+    assert table.due(at(13, 5, 0)) == [6]
+
+
+def test_every_five_minutes_cron_fires_at_start_in_a_matching_minute_then_on_the_fives() -> None:
+    table = table_with((7, CronSpec.from_uwsgi(minute=-5)))
+
+    assert table.due(at(10, 0, 30)) == [7]  # minute 0 matches: 0 % 5 == 0
+    assert table.due(at(10, 1, 30)) == []
+    assert table.due(at(10, 5, 0)) == [7]  # 270 s later, the first check in minute 5
+    assert table.due(at(10, 5, 30)) == []
+    assert table.due(at(10, 6, 0)) == []
+    assert table.due(at(10, 10, 0)) == [7]
+
+
+def test_every_five_minutes_cron_started_between_the_fives_waits() -> None:
+    table = table_with((7, CronSpec.from_uwsgi(minute=-5)))
+
+    assert table.due(at(10, 2, 10)) == []
+    assert table.due(at(10, 4, 59)) == []
+    assert table.due(at(10, 5, 0)) == [7]
+
+
+def test_consecutive_matching_minutes_fire_60_seconds_apart() -> None:
+    table = table_with((4, CronSpec.parse("0-1 * * * *")))
+
+    assert table.due(at(10, 0, 30)) == [4]
+    assert table.due(at(10, 1, 0)) == []
+    assert table.due(at(10, 1, 30)) == [4]  # still minute 1, and 60 s have passed
+    assert table.due(at(10, 2, 0)) == []
+    assert table.due(at(11, 0, 0)) == [4]
+    assert table.due(at(11, 1, 0)) == [4]
 
 
 def test_forward_jump_fires_once_not_a_burst_for_skipped_minutes() -> None:
@@ -459,6 +499,16 @@ def test_forward_jump_fires_once_not_a_burst_for_skipped_minutes() -> None:
 
     assert table.due(at(12, 0)) == [5]
     assert table.due(at(15, 0)) == [5]  # 180 minutes skipped: one signal
+    assert table.due(at(15, 0, 30)) == []
+    assert table.due(at(15, 1)) == [5]
+
+
+def test_forward_jump_into_a_matching_minute_fires_at_the_first_check() -> None:
+    table = table_with((6, CronSpec.from_uwsgi(minute=30)))
+    assert table.due(at(12, 30)) == [6]
+
+    assert table.due(at(15, 30, 45)) == [6]
+    assert table.due(at(15, 30, 50)) == []
 
 
 def test_forward_jump_over_a_matching_minute_skips_it() -> None:
@@ -469,15 +519,27 @@ def test_forward_jump_over_a_matching_minute_skips_it() -> None:
     assert table.due(at(13, 30)) == [6]
 
 
-def test_small_backward_jump_does_not_fire_minutes_again() -> None:
+def test_small_backward_jump_waits_for_the_last_fire_plus_60_seconds() -> None:
     table = table_with((5, CronSpec.from_uwsgi()))
     assert table.due(at(12, 0)) == [5]
     assert table.due(at(12, 5)) == [5]
 
-    assert table.due(at(12, 1)) == []  # clock set back 4 minutes
+    assert table.due(at(12, 1)) == []  # clock set back 4 minutes: now - last_fired < 0
     assert table.due(at(12, 4)) == []
-    assert table.due(at(12, 5, 30)) == []
+    assert table.due(at(12, 5, 59, 999_999)) == []
     assert table.due(at(12, 6)) == [5]
+    assert table.due(at(12, 6, 30)) == []
+    assert table.due(at(12, 7)) == [5]
+
+
+def test_backward_jump_of_seconds_within_a_minute() -> None:
+    table = table_with((5, CronSpec.from_uwsgi()))
+    assert table.due(at(12, 5, 30)) == [5]
+
+    assert table.due(at(12, 5, 10)) == []
+    assert table.due(at(12, 6, 0)) == []
+    assert table.due(at(12, 6, 29)) == []
+    assert table.due(at(12, 6, 30)) == [5]
 
 
 def test_dst_fall_back_hour_does_not_rerun_a_job() -> None:
@@ -486,6 +548,7 @@ def test_dst_fall_back_hour_does_not_rerun_a_job() -> None:
 
     assert table.due(at(1, 0)) == []  # 02:00 -> 01:00 local
     assert table.due(at(1, 30)) == []
+    assert table.due(at(1, 30, 59)) == []
     assert table.due(at(1, 30, day=9)) == [8]
 
 
@@ -493,8 +556,17 @@ def test_backward_jump_of_more_than_three_hours_restarts_evaluation() -> None:
     table = table_with((5, CronSpec.from_uwsgi()))
     assert table.due(at(12, 0)) == [5]
 
-    assert table.due(at(8, 59)) == [5]  # 3 h 1 min back: a clock reset
-    assert table.due(at(9, 0)) == [5]
+    assert table.due(at(8, 59, 30)) == [5]  # 3 h 30 s back: a clock reset
+    assert table.due(at(9, 0, 0)) == []
+    assert table.due(at(9, 0, 30)) == [5]
+
+
+def test_backward_jump_of_more_than_three_hours_waits_for_a_matching_minute() -> None:
+    table = table_with((6, CronSpec.from_uwsgi(minute=5)))
+    assert table.due(at(12, 5)) == [6]
+
+    assert table.due(at(8, 4)) == []  # a reset, but minute 4 does not match
+    assert table.due(at(8, 5)) == [6]
 
 
 def test_backward_jump_of_exactly_three_hours_is_not_a_reset() -> None:
@@ -502,6 +574,9 @@ def test_backward_jump_of_exactly_three_hours_is_not_a_reset() -> None:
     assert table.due(at(12, 0)) == [5]
 
     assert table.due(at(9, 0)) == []
+    assert table.due(at(11, 0)) == []
+    assert table.due(at(12, 0, 59)) == []
+    assert table.due(at(12, 1)) == [5]
     assert timedelta(hours=3) == BACKWARD_RESET
 
 
@@ -510,6 +585,7 @@ def test_backward_reset_threshold_is_configurable() -> None:
     table.add(5, CronSpec.from_uwsgi())
     assert table.due(at(12, 0)) == [5]
 
+    assert table.due(at(11, 50)) == []
     assert table.due(at(11, 49)) == [5]
 
 
@@ -520,7 +596,8 @@ def test_entry_added_mid_minute_is_evaluated_in_that_minute() -> None:
     table.add(6, CronSpec.from_uwsgi(minute=0))
 
     assert table.due(at(12, 0, 20)) == [6]
-    assert table.due(at(12, 1, 0)) == [5]
+    assert table.due(at(12, 1, 0)) == []
+    assert table.due(at(12, 1, 10)) == [5]
 
 
 def test_due_signals_come_in_the_order_added() -> None:
@@ -549,6 +626,129 @@ def test_table_rejects_a_bad_signal_or_spec() -> None:
         table.add(1, "0 * * * *")  # type: ignore[arg-type]
 
 
+# When to look next -------------------------------------------------------------------
+
+
+def test_next_check_after_a_fire_at_half_past_alternates_boundary_and_half_past() -> None:
+    table = table_with((5, CronSpec.from_uwsgi()))
+
+    assert table.due(at(10, 0, 30)) == [5]
+    assert table.next_check(at(10, 0, 30)) == at(10, 1, 0)  # the boundary comes first
+    assert table.due(at(10, 1, 0)) == []
+    assert table.next_check(at(10, 1, 0)) == at(10, 1, 30)  # then the fire + 60 s
+    assert table.due(at(10, 1, 30)) == [5]
+    assert table.next_check(at(10, 1, 30)) == at(10, 2, 0)
+
+
+def test_next_check_is_the_boundary_when_the_fire_plus_60_seconds_is_not_sooner() -> None:
+    table = table_with((6, CronSpec.from_uwsgi(minute=5)))
+
+    assert table.due(at(12, 4, 30)) == []
+    assert table.next_check(at(12, 4, 30)) == at(12, 5, 0)  # nothing fired yet
+    assert table.due(at(12, 5, 0)) == [6]
+    assert table.next_check(at(12, 5, 0)) == at(12, 6, 0)  # the boundary and fire + 60 s
+    assert table.next_check(at(23, 59, 59, 500_000)) == datetime(2024, 1, 9, 0, 0)
+
+
+def test_next_check_takes_the_earliest_entry() -> None:
+    table = table_with((5, CronSpec.from_uwsgi()), (6, CronSpec.from_uwsgi()))
+    assert table.due(at(10, 0, 20)) == [5, 6]
+    table.add(7, CronSpec.from_uwsgi())
+    assert table.due(at(10, 0, 45)) == [7]
+
+    assert table.next_check(at(10, 1, 0)) == at(10, 1, 20)
+    assert table.due(at(10, 1, 20)) == [5, 6]
+    assert table.next_check(at(10, 1, 20)) == at(10, 1, 45)
+
+
+def test_next_check_after_a_backward_jump_is_the_boundary_until_the_fire_is_near() -> None:
+    table = table_with((5, CronSpec.from_uwsgi()))
+    assert table.due(at(12, 5, 30)) == [5]
+
+    assert table.due(at(12, 5, 10)) == []
+    assert table.next_check(at(12, 5, 10)) == at(12, 6, 0)
+    assert table.next_check(at(12, 6, 0)) == at(12, 6, 30)
+
+
+def test_next_check_of_an_empty_table_is_none() -> None:
+    assert CronTable().next_check(at(12, 0)) is None
+
+
+# EventSources: how long the master sleeps ----------------------------------------------
+
+
+class FakeClocks:
+    """A monotonic clock and a wall clock that advance together."""
+
+    def __init__(self, wall: datetime) -> None:
+        self.start = wall
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.now - 1000.0)
+
+    def sources(self) -> EventSources:
+        return EventSources(clock=self.monotonic, wall_clock=self.wall)
+
+
+def test_master_sleeps_30_seconds_at_a_time_after_a_fire_at_half_past() -> None:
+    clocks = FakeClocks(at(10, 0, 30))
+    sources = clocks.sources()
+    sources.add(CronEvent(5, CronSpec.from_uwsgi()))
+
+    assert sources.timeout() == 0.0  # a new cron is checked at once
+    assert sources.due() == [5]
+    assert sources.timeout() == pytest.approx(30 + CRON_MARGIN)  # to 10:01:00
+    clocks.now += sources.timeout()
+    assert sources.due() == []
+    assert sources.timeout() == pytest.approx(30.0)  # to 10:01:30 + margin
+    clocks.now += sources.timeout()
+    assert clocks.wall() == pytest.approx(at(10, 1, 30, 1000), abs=timedelta(microseconds=1))
+    assert sources.due() == [5]
+    assert sources.timeout() == pytest.approx(30.0)  # to 10:02:00 + margin
+
+
+def test_master_sleeps_to_the_minute_of_a_fixed_minute_cron() -> None:
+    clocks = FakeClocks(at(12, 4, 30))
+    sources = clocks.sources()
+    sources.add(CronEvent(6, CronSpec.from_uwsgi(minute=5)))
+
+    assert sources.due() == []
+    assert sources.timeout() == pytest.approx(30 + CRON_MARGIN)
+    clocks.now += sources.timeout()
+    assert sources.due() == [6]  # at 12:05:00.001
+    assert sources.timeout() == pytest.approx(60.0)
+
+
+def test_master_does_not_poll_every_second() -> None:
+    clocks = FakeClocks(at(10, 0, 30))
+    sources = clocks.sources()
+    sources.add(CronEvent(5, CronSpec.from_uwsgi()))
+    sources.add(CronEvent(6, CronSpec.from_uwsgi(minute=-5)))
+    wakes = 0
+    fires: list[tuple[int, datetime]] = []
+
+    while clocks.wall() < at(11, 0, 30):
+        fires += [(signum, clocks.wall()) for signum in sources.due()]
+        wakes += 1
+        timeout = sources.timeout()
+        assert timeout is not None
+        clocks.now += timeout
+
+    assert wakes <= 2 * 60 + 2  # a boundary and a fire + 60 s per minute
+    assert [when.replace(microsecond=0) for signum, when in fires if signum == 5] == [
+        at(10, minute, 30) for minute in range(60)
+    ]
+    assert [when.replace(microsecond=0) for signum, when in fires if signum == 6] == [
+        at(10, 0, 30),
+        *(at(10, minute) for minute in range(5, 60, 5)),
+        at(11, 0),
+    ]
+
+
 @pytest.mark.parametrize(
     ("now", "expected"),
     [
@@ -574,22 +774,88 @@ def test_local_now_is_the_naive_local_time() -> None:
     assert abs(now - datetime.now()) < timedelta(seconds=5)
 
 
+# Properties of the firing rule ----------------------------------------------------------
+
+# Clock steps in seconds: at most 100 s back at a time, never a reset.
+clock_steps = st.lists(st.integers(min_value=-100, max_value=400), min_size=1, max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=datetimes, steps=clock_steps, text=crontabs)
+def test_fires_are_in_matching_minutes_and_60_seconds_apart(
+    start: datetime, steps: list[int], text: str
+) -> None:
+    spec = CronSpec.parse(text)
+    table = table_with((5, spec))
+    now = start
+    fired: list[datetime] = []
+
+    for step in steps:
+        now += timedelta(seconds=step)
+        if table.due(now):
+            fired.append(now)
+
+    assert all(spec.matches(when) for when in fired)
+    assert all(later - earlier >= timedelta(seconds=60) for earlier, later in pairwise(fired))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     start=datetimes,
-    steps=st.lists(st.integers(min_value=-200, max_value=400), min_size=1, max_size=50),
+    steps=clock_steps,
+    minute=_uwsgi_field(0, 59),
+    hour=_uwsgi_field(0, 23),
+    day=_uwsgi_field(1, 31),
+    month=_uwsgi_field(1, 12),
+    weekday=_uwsgi_field(0, 7),
 )
-def test_a_minute_never_fires_twice_for_clock_jumps_under_three_hours(
-    start: datetime, steps: list[int]
+def test_due_agrees_with_uwsgis_manage_signal_cron(
+    start: datetime,
+    steps: list[int],
+    minute: int,
+    hour: int,
+    day: int,
+    month: int,
+    weekday: int,
 ) -> None:
-    table = table_with((5, CronSpec.from_uwsgi()))
-    now = start
-    fired: list[tuple[int, int, int, int, int]] = []
+    """Checked at whole seconds, the table fires exactly when uWSGI's master loop would."""
+    table = table_with((5, CronSpec.from_uwsgi(minute, hour, day, month, weekday)))
+    start = start.replace(microsecond=0)
+    now = 0  # seconds since start, uWSGI's time_t
+    last_job = -(10**9)  # zeroed in uWSGI: "long ago"
 
     for step in steps:
-        now += timedelta(seconds=step * 7)  # at most ~47 min back: never a reset
-        if table.due(now):
-            fired.append(minute_key(now))
+        now += step
+        tm = start + timedelta(seconds=now)
+        # uwsgi_manage_signal_cron: needs_execution, then now - last_job >= 60.
+        fires = _uwsgi_needs_execution(tm, minute, hour, day, month, weekday) and (
+            now - last_job >= 60
+        )
+        if fires:
+            last_job = now
+        assert table.due(tm) == ([5] if fires else [])
 
-    assert len(fired) == len(set(fired))
-    assert fired == sorted(fired)
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=datetimes,
+    steps=clock_steps,
+    text=crontabs,
+    probes=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=5),
+)
+def test_nothing_fires_before_next_check(
+    start: datetime, steps: list[int], text: str, probes: list[float]
+) -> None:
+    table = table_with((5, CronSpec.parse(text)), (6, CronSpec.from_uwsgi()))
+    now = start
+
+    for step in steps:
+        now += timedelta(seconds=step)
+        table.due(now)
+        next_check = table.next_check(now)
+        assert next_check is not None
+        assert now < next_check <= now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        for probe in probes:
+            before = now + (next_check - now) * probe
+            if before < next_check:
+                assert copy.deepcopy(table).due(before) == []

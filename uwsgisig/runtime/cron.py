@@ -20,22 +20,37 @@ string, starts with ``*`` (so ``*/2`` is unrestricted) — uWSGI's C code and
 vixie cron/cronie draw the line at the same place; an unrestricted field is
 then ANDed like the others.
 
-`CronTable` decides when to evaluate. Rules, all for naive local time:
+`CronTable` decides when an entry fires. Rules, all for naive local time:
 
-- **Once per wall-clock minute.** Each entry is evaluated at most once per
-  minute key ``(year, month, day, hour, minute)``, the first time `CronTable.due`
-  sees that minute; it fires as soon as the master looks, i.e. at HH:MM:00 when
-  the master sleeps until the minute boundary (`seconds_until_next_minute`).
-- **Start minute.** A new entry's first evaluation is of the minute it is
-  first checked in, as uWSGI evaluates the minute it starts in: a cron of all
-  ``-1`` fires at start, then at every minute boundary; ``minute=M`` fires at
-  HH:MM:00, or at start if started during minute M.
-- **Forward jump** (clock set forward, suspend, a stalled loop): only the new
-  minute is evaluated; the skipped minutes never fire (no burst).
-- **Backward jump**: minutes at or before the last evaluated one are not
-  evaluated again (a DST fall-back hour does not re-run jobs) — unless the
-  clock went back by more than 3 hours, which is taken as a clock reset and
-  evaluation restarts from the new time.
+- **uWSGI's rule.** An entry fires when the minute of ``now`` matches its
+  spec *and* at least 60 s have passed since it last fired; an entry that
+  never fired fires at the first check in a matching minute. This is what
+  uWSGI's master does, about once a second, in ``uwsgi_manage_signal_cron``
+  (core/cron.c)::
+
+      if (uwsgi_cron_task_needs_execution(...) == 1) {
+          if (now - ucron->last_job >= 60) {
+              uwsgi_route_signal(ucron->sig);
+              ucron->last_job = now;
+          }
+      }
+
+  So a cron of all ``-1`` fires at start, then every 60 s from there (not
+  at minute boundaries); ``minute=M`` fires at HH:MM:00, the first check in
+  minute M, or at start if started during minute M. uWSGI compares whole
+  seconds (``time_t``); we compare the exact times.
+- **When to look.** `CronTable.next_check` is the earliest moment an entry
+  may fire: the next minute boundary, or an entry's last fire + 60 s when
+  that comes sooner. The master sleeps until then instead of polling.
+- **Forward jump** (clock set forward, suspend, a stalled loop): an entry
+  fires once, at the first check in a matching minute; the skipped minutes
+  never fire (no burst).
+- **Backward jump**: ``now - last fire`` is negative, so the entry does not
+  fire again until the clock has passed its last fire + 60 s (a DST
+  fall-back hour does not re-run jobs; uWSGI, which counts on ``time()``,
+  does re-run them) — unless the clock went back by more than 3 hours, which
+  is taken as a clock reset: the entry counts as never fired and evaluation
+  restarts from the new time.
 
 We parse crontab ourselves: ~80 lines, and we need uWSGI's ``-N`` and the
 restricted/unrestricted day rule mapped onto the same sets, which croniter
@@ -55,6 +70,7 @@ from ..errors import ScheduleError, check_signal_number
 
 __all__ = [
     "BACKWARD_RESET",
+    "FIRE_INTERVAL",
     "CronSpec",
     "CronTable",
     "MinuteKey",
@@ -441,16 +457,23 @@ def local_now() -> datetime:
 class _Entry:
     signum: int
     spec: CronSpec
-    last: MinuteKey | None = None  # the last minute this entry was evaluated for
+    last_fired: datetime | None = None  # uWSGI's last_job
+
+
+FIRE_INTERVAL: Final = timedelta(seconds=60)
+"""An entry fires again only this long after its last fire (uWSGI's ``>= 60``)."""
 
 
 class CronTable:
-    """Cron entries and the once-per-minute evaluation rules of the module docstring.
+    """Cron entries and uWSGI's firing rule (see the module docstring).
+
+    The table reads no clock: `due` and `next_check` take ``now``, a naive
+    local datetime.
 
     Args:
         backward_reset: A backward clock jump larger than this restarts
-            evaluation from the new time; smaller ones wait for the clock
-            to pass the last evaluated minute.
+            evaluation from the new time; after smaller ones, an entry waits
+            for the clock to pass its last fire + 60 s.
     """
 
     def __init__(self, *, backward_reset: timedelta = BACKWARD_RESET) -> None:
@@ -467,23 +490,36 @@ class CronTable:
         self._entries.append(_Entry(check_signal_number(signum), spec))
 
     def due(self, now: datetime) -> list[int]:
-        """Return the signals to raise for the minute of ``now``, in the order added.
+        """Return the signals to raise at ``now``, in the order added, and record the fires.
 
-        Each entry is evaluated at most once for a given minute; see the module
-        docstring for clock jumps.
+        An entry fires when the minute of ``now`` matches and it has not fired
+        in the last 60 s; see the module docstring for clock jumps.
         """
-        key = minute_key(now)
-        minute = datetime(*key)
         signals: list[int] = []
         for entry in self._entries:
-            if not self._should_evaluate(entry.last, key):
+            last = entry.last_fired
+            if last is not None and last - now > self._backward_reset:
+                last = entry.last_fired = None  # a clock reset
+            if not entry.spec.matches(now):
                 continue
-            entry.last = key
-            if entry.spec.matches(minute):
+            if last is None or now - last >= FIRE_INTERVAL:
+                entry.last_fired = now
                 signals.append(entry.signum)
         return signals
 
-    def _should_evaluate(self, last: MinuteKey | None, key: MinuteKey) -> bool:
-        if last is None or key > last:
-            return True
-        return datetime(*last) - datetime(*key) > self._backward_reset
+    def next_check(self, now: datetime) -> datetime | None:
+        """When `due` should be called next, after a call at ``now``; None for no entries.
+
+        The earliest of the next minute boundary and, for each entry that
+        fired, its last fire + 60 s when that is later than ``now``. No entry
+        can fire before then.
+        """
+        if not self._entries:
+            return None
+        result = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        for entry in self._entries:
+            if entry.last_fired is not None:
+                again = entry.last_fired + FIRE_INTERVAL
+                if now < again < result:
+                    result = again
+        return result

@@ -19,13 +19,14 @@ from datetime import datetime
 import attrs
 
 from ..errors import ScheduleError, check_signal_number
-from .cron import CronSpec, CronTable, local_now, seconds_until_next_minute
+from .cron import CronSpec, CronTable, local_now
 from .fsmon import FileMonitor, PollingFileMonitor, check_path, create_file_monitor
 from .timers import Timer, TimerHeap, TimerKind, check_iterations, check_period
 
 __all__ = ["CronEvent", "Event", "EventSources", "FileEvent", "TimerEvent", "decode", "encode"]
 
-# Past a minute boundary by this much, so float rounding never evaluates the old minute again.
+# Past the moment a cron may fire by this much: float rounding, or the monotonic clock running
+# a hair ahead of the wall clock, never wakes the loop just before it (to find nothing due).
 CRON_MARGIN = 0.001
 
 
@@ -146,7 +147,11 @@ class EventSources:
         if self._next_cron_check is not None and now >= self._next_cron_check:
             wall = self.wall_clock()
             signals += self.cron.due(wall)
-            self._next_cron_check = now + seconds_until_next_minute(wall) + CRON_MARGIN
+            # Sleep until the wall clock reaches the next moment an entry may fire.
+            cron_check = self.cron.next_check(wall)
+            if cron_check is not None:
+                wait = (cron_check - wall).total_seconds()
+                self._next_cron_check = now + wait + CRON_MARGIN
         if self.monitor is not None:
             next_check = self.monitor.next_check()  # None for inotify: its descriptor wakes us
             if next_check is not None and now >= next_check:
