@@ -6,8 +6,8 @@ Run it with::
     uwsgisig run examples/hello.py --workers 2
 
 Worker 1 raises the signals right after fork. Every handler reports to mule 1
-by raising the unregistered signal ``ran``; mule 1 waits for all of them,
-then stops the whole runtime.
+by raising ``ran``, a signal for that mule; when mule 1 has heard from all of
+them it stops the whole runtime.
 """
 
 import os
@@ -21,9 +21,10 @@ reporter = Mule(1)
 everyone = Signal()
 first_free = Signal()
 to_mule = Signal()
-ran = Signal()  # no handler: it goes to the process that waits for it
+ran = Signal()
 
 FIRST_FREE_TIMES = 3
+heard = 0  # in mule 1: how many handlers reported
 
 
 @everyone.register_handler(target="workers")
@@ -39,13 +40,19 @@ def hello_first_free(num: int) -> None:
 
 
 @to_mule.register_handler(target=reporter)
-def collect_and_stop(num: int) -> None:
+def hello_mule(num: int) -> None:
     print(f"signal {num}: mule {uwsgisig.mule_id()} (pid {os.getpid()}) collects", flush=True)
-    expected = lowlevel.numproc() + FIRST_FREE_TIMES
-    for _ in range(expected):
-        ran.wait(timeout=10)
-    print(f"all {expected} handlers ran: stopping the runtime", flush=True)
-    os.kill(uwsgisig.masterpid(), signal.SIGINT)
+    ran.send()
+
+
+@ran.register_handler(target=reporter)
+def collect_and_stop(num: int) -> None:
+    global heard
+    heard += 1
+    expected = lowlevel.numproc() + FIRST_FREE_TIMES + 1  # the mule's own report too
+    if heard == expected:
+        print(f"all {expected} handlers ran: stopping the runtime", flush=True)
+        os.kill(uwsgisig.masterpid(), signal.SIGINT)
 
 
 @uwsgisig.postfork

@@ -34,7 +34,7 @@ def test_example_app_runs_and_stops_by_itself():
     assert "worker 1 (pid" in out
     assert "worker 2 (pid" in out
     assert out.count("the first free worker was worker") == 3
-    assert "all 5 handlers ran: stopping the runtime" in out
+    assert "all 6 handlers ran: stopping the runtime" in out
     assert "running 2 workers, 1 mules" in result.stderr
 
 

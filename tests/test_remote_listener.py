@@ -221,17 +221,22 @@ def test_a_flood_of_connections_is_capped_and_the_runtime_serves_on(start_app):
 def test_the_node_answers_rejected_only_when_its_queue_is_full(start_app):
     app = start_app(APP, remote_signals=LOOPBACK_ANY_PORT, queue_size=1)
     address = app.handle.remote_signals
-    # Nobody handles or waits for it: it stays in the master's queue, now full.
-    assert exchange(address, request(NO_HANDLER)) == ACCEPTED
+    assert exchange(address, request(18)) == ACCEPTED  # parks the only worker
+    app.wait_records("eighteen", 1)
+    assert exchange(address, request(NO_HANDLER)) == ACCEPTED  # held apart: not in the queue
+    assert exchange(address, request(17)) == ACCEPTED  # queued: the queue is now full
     assert exchange(address, request(17)) == REJECTED
     with pytest.raises(ValueError, match=f"node {re.escape(address)} rejected signal 17"):
         Signal(17).send(remote=address)
     wait_log(app, "rejected: the queue is full", 2)
-    assert app.handle.wait(NO_HANDLER, timeout=10) == NO_HANDLER  # the queue is empty again
+    app.release()
+    app.wait_records("seventeen", 1)
     assert exchange(address, request(17)) == ACCEPTED
+    app.wait_records("seventeen", 2)
     app.handle.signal(19)
     app.wait_records("nineteen", 1)
-    assert len(app.records("seventeen")) == 1  # the rejected ones never ran
+    assert len(app.records("seventeen")) == 2  # the rejected ones never ran
+    assert app.handle.wait(NO_HANDLER, timeout=10) == NO_HANDLER
 
 
 @pytest.mark.parametrize(

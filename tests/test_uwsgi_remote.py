@@ -28,6 +28,11 @@ LISTENER_APP = """
 @Signal(17).register_handler(target="workers")
 def seventeen(num):
     record("seventeen")
+
+@Signal(18).register_handler(target="worker1")
+def park(num):
+    record("parked")
+    block()
 """
 
 
@@ -139,11 +144,14 @@ def test_uwsgi_sees_our_answer_for_a_number_with_no_handler_as_uwsgi_would(node,
 def test_uwsgi_sees_our_rejection_when_our_queue_is_full(node, start_app):
     app = start_app(LISTENER_APP, remote_signals="127.0.0.1:0", queue_size=1)
     address = app.handle.remote_signals
-    assert node.send(NO_HANDLER, address) == "ok"  # it stays queued: the queue is full
+    app.handle.signal(18)
+    app.wait_records("parked", 1)
+    assert node.send(17, address) == "ok"  # it waits for the parked worker: the queue is full
     assert node.send(17, address) == f"ValueError: node {address} rejected signal 17"
-    assert app.handle.wait(NO_HANDLER, timeout=10) == NO_HANDLER
-    assert node.send(17, address) == "ok"
+    app.release()
     app.wait_records("seventeen", 1)
+    assert node.send(17, address) == "ok"
+    app.wait_records("seventeen", 2)
 
 
 @pytest.mark.timeout(60)

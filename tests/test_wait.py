@@ -64,35 +64,99 @@ def test_unclaimed_signal_waits_in_the_master_until_someone_waits(start_app):
     assert app.handle.wait(timeout=10) == 91
 
 
-def test_wait_for_a_specific_number_gets_it_even_if_registered(start_app):
+@pytest.mark.parametrize("role", ["worker", "mule"])
+def test_wait_sees_only_signals_routed_to_it(start_app, role):
+    # As uWSGI's signal_wait(): a registered signal runs on its target, and a
+    # process waiting for that number elsewhere keeps waiting.
+    app = start_app(
+        f"""
+        @Signal(40).register_handler(target="{role}2")
+        def elsewhere(num):
+            record("ran", num)
+            Signal(202).send()
+
+        @Signal(1).register_handler(target="{role}1")
+        def waiter(num):
+            try:
+                got = Signal(40).wait(timeout=2)
+            except TimeoutError:
+                got = "timeout"
+            record("woke", got)
+            Signal(200).send()
+
+        @Signal(6).register_handler(target="{role}1")
+        def inside_the_wait(num):
+            Signal(201).send()
+    """,
+        **({"workers": 2} if role == "worker" else {"mules": 2}),
+    )
+    app.handle.signal(1)
+    app.handle.signal(6)  # behind signal 1 on the waiter's socket: runs inside its wait
+    app.handle.wait(201, timeout=10)
+    app.handle.signal(40)
+    app.handle.wait(202, timeout=10)
+    app.handle.wait(DONE, timeout=10)
+    assert [words[1:3] for words in app.records("ran")] == [["40", f"{role}2"]]
+    assert [words[1:3] for words in app.records("woke")] == [["timeout", f"{role}1"]]
+
+
+def test_workers_signal_runs_on_every_worker_and_ends_a_wait_for_it(start_app):
     app = start_app(
         """
-        @Signal(5).register_handler(target="mule1")
-        def on_mule(num):
-            record("mule-ran", num)
+        @Signal(41).register_handler(target="workers")
+        def everyone(num):
+            record("ran", num)
+            Signal(202).send()
 
         @Signal(1).register_handler(target="worker1")
         def waiter(num):
-            got = Signal(5).wait(timeout=10)
+            got = Signal(41).wait(timeout=10)
             record("woke", got)
             Signal(200).send()
 
         @Signal(6).register_handler(target="worker1")
-        def waiting(num):
-            # Runs inside the wait: the master has the WAIT frame before this one.
+        def inside_the_wait(num):
             Signal(201).send()
     """,
-        workers=1,
+        workers=3,
+    )
+    app.handle.signal(1)
+    app.handle.signal(6)
+    app.handle.wait(201, timeout=10)
+    app.handle.signal(41)
+    for _ in range(3):
+        app.handle.wait(202, timeout=10)
+    app.handle.wait(DONE, timeout=10)
+    assert sorted(words[2] for words in app.records("ran")) == ["worker1", "worker2", "worker3"]
+    assert [words[1:3] for words in app.records("woke")] == [["41", "worker1"]]
+
+
+def test_unregistered_signal_never_answers_a_waiting_mule(start_app):
+    app = start_app(
+        """
+        @Signal(1).register_handler(target="mule1")
+        def waiter(num):
+            try:
+                got = lowlevel.signal_wait(timeout=2)
+            except TimeoutError:
+                got = "timeout"
+            record("woke", got)
+            Signal(200).send()
+
+        @Signal(6).register_handler(target="mule1")
+        def inside_the_wait(num):
+            Signal(201).send()
+    """,
         mules=1,
     )
     app.handle.signal(1)
-    app.handle.signal(6)  # behind signal 1 on worker 1's socket
+    app.handle.signal(6)
     app.handle.wait(201, timeout=10)
-    app.handle.signal(5)
+    app.handle.signal(77)  # no handler: for the worker pool, held until one waits
     app.handle.wait(DONE, timeout=10)
-    assert [words[1:3] for words in app.records("woke")] == [["5", "worker1"]]
-    # As uWSGI's signal_wait() does, the waiter runs the handler itself; mule1 never sees it.
-    assert [words[-2] for words in app.records("mule-ran")] == ["worker1"]
+    # The mule's bare wait() ran signal 6's handler and returned 6: never 77.
+    assert [words[1:3] for words in app.records("woke")] == [["6", "mule1"]]
+    assert app.handle.wait(77, timeout=10) == 77
 
 
 def test_wait_runs_registered_handlers_meanwhile_and_keeps_waiting(start_app):
@@ -250,33 +314,44 @@ def test_burst_of_20000_loses_nothing(start_app):
 def test_full_queue_makes_send_raise_and_keeps_what_was_queued(start_app):
     app = start_app(
         """
+        @Signal(2).register_handler(target="worker2")
+        def park(num):
+            record("parked", num)
+            block()
+
+        @Signal(50).register_handler(target="worker2")
+        def queued(num):
+            record("got", num)
+
         @Signal(1).register_handler(target="worker1")
         def flood(num):
             sent = 0
             try:
                 while True:
-                    Signal(50).send()  # nobody waits: each one stays in the master
+                    Signal(50).send()  # worker 2 is parked: each one stays queued
                     sent += 1
             except uwsgisig.SignalQueueFullError as exc:
                 record("full", sent, str(exc).split(":")[0].replace(" ", "_"))
 
-        @Signal(2).register_handler(target="worker1")
+        @Signal(3).register_handler(target="worker1")
         def send_again(num):
-            Signal(201).send()
+            Signal(202).send()
     """,
+        workers=2,
         queue_size=100,
         send_timeout=0.5,
     )
+    app.handle.signal(2)
+    app.wait_records("parked", 1)
     app.handle.signal(1)
     full = app.wait_records("full", 1, timeout=20)
     sent = int(full[0][1])
     assert full[0][2] == "signal_50_was_not_sent"
     assert sent >= 100
-    # Every signal the flood queued is delivered: the first waiter takes them in order.
-    for _ in range(sent):
-        assert app.handle.wait(50, timeout=10) == 50
-    with pytest.raises(TimeoutError):
-        app.handle.wait(50, timeout=0.2)
-    # Once drained, the master grants credit again: the same worker can send.
-    app.handle.signal(2)
-    assert app.handle.wait(201, timeout=10) == 201
+    assert app.records("got") == []
+    # Every signal the flood queued is delivered once worker 2 is free again.
+    app.release()
+    app.wait_records("got", sent, timeout=30)
+    app.handle.signal(3)  # once drained, the master grants credit again
+    assert app.handle.wait(202, timeout=10) == 202
+    assert len(app.records("got")) == sent

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for children on stop before SIGKILL (default 5)",
     )
+    run.add_argument(
+        "--graceful-stop",
+        action="store_true",
+        help="on SIGTERM, let running handlers finish (up to --stop-timeout) instead of "
+        "ending them; SIGINT and SIGQUIT still stop at once",
+    )
     run.add_argument("--log-file", help="write the log here instead of stderr")
     run.add_argument(
         "--remote-signals",
@@ -107,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue_size=args.queue_size,
             send_timeout=args.send_timeout,
             stop_timeout=args.stop_timeout,
+            graceful_stop=args.graceful_stop,
             log_file=args.log_file,
             remote_signals=args.remote_signals,
             remote_signals_any=args.remote_signals_any,

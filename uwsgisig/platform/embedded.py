@@ -19,14 +19,13 @@ from ..runtime.app import HANDLERS
 from ..runtime.config import FarmSpec, MuleProgram
 from ..runtime.cron import CronSpec
 from ..runtime.events import CronEvent, Event, FileEvent, TimerEvent, encode
-from ..runtime.frames import Op, RegisterError, Role
-from ..runtime.master import target_code
+from ..runtime.frames import RegisterError, Role
 from ..runtime.messages import MessageQueue, PostOffice, as_message
 from ..runtime.process import CURRENT
 from ..runtime.remote import send_remote_signal
 from ..runtime.spool import SpoolDir
 from ..runtime.table import TABLE
-from ..runtime.targets import Target, parse_target
+from ..runtime.targets import Target, parse_target, target_code
 from ..runtime.timers import TimerKind, check_period
 
 __all__ = [
@@ -95,8 +94,7 @@ def _register_with_master(num: int, who: str, target: Target) -> None:
         target = Target("farm", index=index)
     kind, index = target_code(target)
     assert CURRENT.loop is not None
-    answer = CURRENT.loop.link.request(Op.REGISTER, num, index, arg=kind, until=Op.REGISTERED)
-    code = answer[-1][1]
+    code = CURRENT.loop.link.register(num, kind, index)
     if code == RegisterError.TAKEN:
         raise SignalAlreadyRegisteredError(f"signal {num} is already registered by another process")
     if code == RegisterError.NO_SUCH_TARGET:
@@ -276,10 +274,7 @@ def _add_event(event: Event) -> None:
     if CURRENT.loop is None:
         app.DECLARED_EVENTS.append(event)
         return
-    answer = CURRENT.loop.link.request_with_payload(
-        Op.ADD_EVENT, event.signum, encode(event), until=Op.EVENT_ADDED
-    )
-    if answer[-1][1]:
+    if not CURRENT.loop.link.add_event(event.signum, encode(event)):
         raise ScheduleError(f"the master could not arm {event} (its log says why)")
 
 
@@ -442,7 +437,7 @@ def spool(
     path = SpoolDir(directory).put(job, at=at)
     if CURRENT.loop is not None and CURRENT.config.spooler:
         # Waking the spooler for a job in another directory costs it one look.
-        CURRENT.loop.link.send(Op.SPOOLED)
+        CURRENT.loop.link.spooled()
     return str(path)
 
 

@@ -106,6 +106,8 @@ class RuntimeConfig:
     send_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
     # How long a stop waits for children to exit before it kills them.
     stop_timeout: float = attrs.field(default=5.0, validator=_positive_seconds)
+    # Whether SIGTERM lets running handlers finish (up to stop_timeout) instead of ending them.
+    graceful_stop: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     # How long a graceful reload waits for a worker to finish its handler.
     reload_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
     log_file: str | None = None

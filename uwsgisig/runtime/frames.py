@@ -15,12 +15,16 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Iterator
+from typing import NamedTuple
 
 __all__ = [
     "ANY_SIGNAL",
+    "DELIVER_FRAMES",
     "FRAME",
     "FRAME_SIZE",
+    "Frame",
     "RAISE_FRAMES",
+    "RAISE_WINDOW",
     "RUN_FRAMES",
     "FrameReader",
     "Op",
@@ -32,6 +36,9 @@ __all__ = [
 
 FRAME = struct.Struct("<BBHI")
 FRAME_SIZE = FRAME.size
+
+# RAISE frames a sender may have in flight before the master pays it more credit.
+RAISE_WINDOW = 4096
 
 # `num` of a WAIT frame that waits for any signal.
 ANY_SIGNAL = 0xFFFF
@@ -97,6 +104,16 @@ def pack_payload(payload: bytes) -> bytes:
 # The frames sent once per signal, made once: the hot path only indexes them.
 RAISE_FRAMES = tuple(pack(Op.RAISE, num) for num in range(256))
 RUN_FRAMES = tuple(pack(Op.RUN, num) for num in range(256))
+DELIVER_FRAMES = tuple(pack(Op.DELIVER, num) for num in range(256))
+
+
+class Frame(NamedTuple):
+    """One decoded frame, as answers to a request are handed back."""
+
+    op: int
+    arg: int
+    num: int
+    value: int
 
 
 class FrameReader:

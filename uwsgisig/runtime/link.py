@@ -1,10 +1,14 @@
 """A child's end of its private socket to the master.
 
 The link sends frames and sorts what it reads: CREDIT frames refill the
-raise window, answers (REGISTERED, PROC, END) go to ``replies`` and signal
-frames (RUN, DELIVER, RELOAD, SPOOL) wait in ``inbox`` until the signal loop serves
-them. Reading never runs user code, so a handler that raises a signal while
-the window is empty can block here safely.
+raise window, answers (REGISTERED, PROC, END, EVENT_ADDED) go to ``replies``
+and signal frames (RUN, DELIVER, RELOAD, SPOOL) wait in ``inbox`` until the
+signal loop takes them with `MasterLink.take`, which counts each RUN and
+DELIVER in the child's progress cell. Reading never runs user code, so a
+handler that raises a signal while the window is empty can block here safely.
+
+The verbs below (`raise_signal`, `wait_for`, `register`, `add_event`, ...)
+are what the platform calls: nothing outside this module builds a frame.
 """
 
 from __future__ import annotations
@@ -15,12 +19,22 @@ import time
 from collections import deque
 
 from ..errors import SignalQueueFullError
-from .frames import RAISE_FRAMES, FrameReader, Op, pack, pack_payload
+from .frames import (
+    RAISE_FRAMES,
+    RAISE_WINDOW,
+    Frame,
+    FrameReader,
+    Op,
+    RegisterError,
+    pack,
+    pack_payload,
+)
+from .progress import ProgressCell
 
-__all__ = ["MasterGone", "MasterLink", "RAISE_WINDOW"]
+__all__ = ["MasterGone", "MasterLink"]
 
-# RAISE frames a child may have in flight before the master grants more.
-RAISE_WINDOW = 4096
+_SIGNAL_OPS = frozenset((Op.RUN, Op.DELIVER, Op.RELOAD, Op.SPOOL))
+_COUNTED_OPS = frozenset((Op.RUN, Op.DELIVER))
 
 
 class MasterGone(Exception):
@@ -28,14 +42,25 @@ class MasterGone(Exception):
 
 
 class MasterLink:
-    """Frames to and from the master over one blocking socket."""
+    """Frames to and from the master over one blocking socket.
 
-    def __init__(self, sock: socket.socket, *, send_timeout: float) -> None:
+    ``progress`` is the child's cell (None for the controller, whose frames
+    nobody has to give to a successor).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        send_timeout: float,
+        progress: ProgressCell | None = None,
+    ) -> None:
         self.sock = sock
         self.send_timeout = send_timeout
+        self.progress = progress
         self.credit = RAISE_WINDOW
         self.inbox: deque[tuple[int, int]] = deque()  # (op, num)
-        self.replies: deque[tuple[int, int, int, int]] = deque()  # (op, arg, num, value)
+        self.replies: deque[Frame] = deque()
         self._reader = FrameReader()
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
@@ -43,6 +68,67 @@ class MasterLink:
     def fileno(self) -> int:
         """The socket's descriptor, for the signal loop's poll."""
         return self.sock.fileno()
+
+    def close(self) -> None:
+        """Close this process's copy of the socket (a forked copy of a child does this)."""
+        self.sock.close()
+
+    # ---------------------------------------------------------------- signals
+
+    def raise_signal(self, num: int) -> None:
+        """Queue ``num`` in the master; wait for credit while the master is full."""
+        if not self.credit:
+            self._wait_for_credit(num)
+        # Written at once, never buffered here: once this returns, the signal is
+        # in the master's socket and survives this process.
+        self._write(RAISE_FRAMES[num])
+        self.credit -= 1
+
+    def take(self) -> tuple[int, int]:
+        """The next signal frame ``(op, num)`` of the inbox (which must not be empty)."""
+        frame = self.inbox.popleft()
+        if frame[0] in _COUNTED_OPS and self.progress is not None:
+            self.progress.start()
+        return frame
+
+    def wait_for(self, num: int) -> None:
+        """Tell the master this process blocks in wait() for ``num`` (or ANY_SIGNAL)."""
+        self.send(Op.WAIT, num)
+
+    def stop_waiting(self) -> None:
+        """Tell the master this process left wait()."""
+        self.send(Op.UNWAIT)
+
+    def give_back(self, num: int) -> None:
+        """Hand back a DELIVER that arrived after this process left wait()."""
+        self.send(Op.RETURN, num)
+
+    def ready(self) -> None:
+        """Tell the master this process ran its post-fork hooks and serves signals."""
+        self.send(Op.READY)
+
+    # ---------------------------------------------------------------- requests
+
+    def register(self, num: int, kind_code: int, index: int) -> RegisterError:
+        """Ask the master to route ``num`` to this process; return its answer."""
+        answer = self.request(Op.REGISTER, num, index, arg=kind_code, until=Op.REGISTERED)
+        return RegisterError(answer[-1].arg)
+
+    def add_event(self, num: int, payload: bytes) -> bool:
+        """Ask the master to arm the encoded event ``payload``; False if it refused."""
+        self._write(pack_payload(payload))
+        answer = self.request(Op.ADD_EVENT, num, len(payload), until=Op.EVENT_ADDED)
+        return answer[-1].arg == 0
+
+    def spooled(self) -> None:
+        """Tell the master a job was written to the spool directory."""
+        self.send(Op.SPOOLED)
+
+    def status(self) -> list[Frame]:
+        """The PROC frames describing every process of the runtime, the master first."""
+        return [frame for frame in self.request(Op.STATUS, until=Op.END) if frame.op == Op.PROC]
+
+    # ---------------------------------------------------------------- plumbing
 
     def send(self, op: Op, num: int = 0, value: int = 0, arg: int = 0) -> None:
         """Send one frame that needs no credit."""
@@ -53,15 +139,6 @@ class MasterLink:
             self.sock.sendall(frame)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise MasterGone() from exc
-
-    def raise_signal(self, num: int) -> None:
-        """Queue ``num`` in the master; wait for credit while the master is full."""
-        if not self.credit:
-            self._wait_for_credit(num)
-        # Written at once, never buffered here: once this returns, the signal is
-        # in the master's socket and survives this process.
-        self._write(RAISE_FRAMES[num])
-        self.credit -= 1
 
     def _wait_for_credit(self, num: int) -> None:
         deadline = time.monotonic() + self.send_timeout
@@ -87,18 +164,11 @@ class MasterLink:
         for op, arg, num, value in self._reader.feed(data):
             if op == Op.CREDIT:
                 self.credit += value
-            elif op in (Op.RUN, Op.DELIVER, Op.RELOAD, Op.SPOOL):
+            elif op in _SIGNAL_OPS:
                 self.inbox.append((op, num))
             else:
-                self.replies.append((op, arg, num, value))
+                self.replies.append(Frame(op, arg, num, value))
         return True
-
-    def request_with_payload(
-        self, op: Op, num: int, payload: bytes, *, until: Op, timeout: float = 10.0
-    ) -> list[tuple[int, int, int, int]]:
-        """Send ``payload`` in PAYLOAD frames, then ``op``; return the replies up to ``until``."""
-        self._write(pack_payload(payload))
-        return self.request(op, num, len(payload), until=until, timeout=timeout)
 
     def request(
         self,
@@ -109,16 +179,16 @@ class MasterLink:
         *,
         until: Op,
         timeout: float = 10.0,
-    ) -> list[tuple[int, int, int, int]]:
+    ) -> list[Frame]:
         """Send a frame and return the replies up to and including the first ``until`` frame."""
         self.send(op, num, value, arg)
         deadline = time.monotonic() + timeout
-        answer: list[tuple[int, int, int, int]] = []
+        answer: list[Frame] = []
         while True:
             while self.replies:
                 reply = self.replies.popleft()
                 answer.append(reply)
-                if reply[0] == until:
+                if reply.op == until:
                     return answer
             remaining = deadline - time.monotonic()
             if remaining <= 0:

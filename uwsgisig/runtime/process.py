@@ -1,20 +1,25 @@
-"""Who this process is in the runtime: master, worker N, mule N, spooler, or none."""
+"""Who this process is in the runtime (master, worker N, mule N, spooler, or none),
+and what a forked child is handed to become one."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
 
-from .config import RuntimeConfig
+from .config import MuleProgram, RuntimeConfig
 from .frames import Role
+from .messages import Mailbox, PostOffice
+from .progress import ProgressCell
+from .spool import SpoolDir
+from .table import SignalTable
 
 if TYPE_CHECKING:
     from .child import SignalLoop
-    from .master import Master
-    from .messages import PostOffice
 
-__all__ = ["CURRENT", "ProcessState"]
+__all__ = ["CURRENT", "ChildSpec", "ProcessState"]
 
 
 @attrs.define
@@ -26,11 +31,36 @@ class ProcessState:
     masterpid: int = 0
     config: RuntimeConfig = attrs.field(factory=RuntimeConfig)
     loop: SignalLoop | None = None  # in a child: serves signals, talks to the master
-    master: Master | None = None  # in the master, once its loop exists
     early_signals: list[int] = attrs.field(factory=list)  # raised by the app before the loop
     last_received: int | None = None
     farms: tuple[str, ...] = ()  # names of the farms this mule belongs to
     post: PostOffice | None = None  # in a child: the runtime's mule message queues
+
+    def reset(self) -> None:
+        """Forget everything: this process is in no runtime (a test, a forked copy)."""
+        fresh = ProcessState()
+        for field in attrs.fields(ProcessState):
+            setattr(self, field.name, getattr(fresh, field.name))
+
+
+@attrs.frozen
+class ChildSpec:
+    """Everything a forked child needs to be worker N, mule N or the spooler."""
+
+    role: Role
+    id: int
+    masterpid: int
+    link: socket.socket  # its private socket to the master
+    queues: tuple[socket.socket, ...]  # read ends of the shared signal queues it serves
+    progress: ProgressCell
+    table: SignalTable
+    hooks: tuple[Callable[[], object], ...]
+    config: RuntimeConfig
+    post: PostOffice
+    mailbox: Mailbox | None = None
+    farms: tuple[str, ...] = ()
+    program: MuleProgram | None = None
+    spool: SpoolDir | None = None
 
 
 CURRENT = ProcessState()

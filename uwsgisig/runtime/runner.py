@@ -24,12 +24,13 @@ from .app import (
     POSTFORK_HOOKS,
     import_app,
 )
-from .child import SignalLoop
+from .child import SignalLoop, run_child
 from .config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
-from .frames import Op, Role
+from .frames import Role
 from .link import MasterGone, MasterLink
 from .listener import address_of, bind_listener
-from .master import Master, die_with_parent, kill
+from .master import Master
+from .posix import die_with_parent, kill
 from .process import CURRENT
 from .table import TABLE
 
@@ -59,6 +60,8 @@ class Runtime:
     only, or the directory of its spool jobs. ``remote_signals`` (``HOST:PORT``,
     port 0 for a free one) lets other nodes raise signals over the uwsgi
     protocol; a non-loopback host needs ``remote_signals_any=True``.
+    ``graceful_stop`` makes SIGTERM let running handlers finish, for up to
+    ``stop_timeout`` seconds, instead of ending them at once.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Runtime:
         queue_size: int = 65536,
         send_timeout: float = 30.0,
         stop_timeout: float = 5.0,
+        graceful_stop: bool = False,
         reload_timeout: float = 30.0,
         log_file: str | os.PathLike[str] | None = None,
         remote_signals: str | None = None,
@@ -94,6 +98,7 @@ class Runtime:
             queue_size=queue_size,
             send_timeout=send_timeout,
             stop_timeout=stop_timeout,
+            graceful_stop=graceful_stop,
             reload_timeout=reload_timeout,
             log_file=None if log_file is None else os.fspath(log_file),
             remote_signals=remote_signals,
@@ -156,12 +161,12 @@ def serve(
         config,
         TABLE,
         hooks=POSTFORK_HOOKS,
+        child_main=run_child,
         events=DECLARED_EVENTS,
         controller=controller,
         listening=listening,
     )
     check_targets(master)
-    CURRENT.master = master
     return master.run()
 
 
@@ -246,13 +251,11 @@ class RuntimeHandle:
 
     def processes(self) -> list[ProcessInfo]:
         """Every process of the runtime, the master first."""
-        answer = self._link.request(Op.STATUS, until=Op.END)
         infos = []
-        for op, arg, num, value in answer:
-            if op == Op.PROC:
-                role = Role(arg & 0x7F)
-                ready = role == Role.MASTER or bool(arg & 0x80)
-                infos.append(ProcessInfo(role.name.lower(), num, value, ready))
+        for frame in self._link.status():
+            role = Role(frame.arg & 0x7F)
+            ready = role == Role.MASTER or bool(frame.arg & 0x80)
+            infos.append(ProcessInfo(role.name.lower(), frame.num, frame.value, ready))
         return infos
 
     def pids(self) -> list[int]:

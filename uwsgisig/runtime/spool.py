@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .frames import Op
 
 if TYPE_CHECKING:
-    from .child import SignalLoop
+    from .child.loop import SignalLoop
 
 __all__ = [
     "SPOOL_IGNORE",
@@ -141,7 +141,7 @@ class Spooler:
     def serve(self, loop: SignalLoop) -> None:
         """Run jobs and signal handlers until the master goes away."""
         signals = loop.sources(signals=True, mail=())
-        while not loop.reload_requested:
+        while not loop.leaving:
             delay = self.run_next()
             incoming = loop.next(delay, signals)
             if incoming is None:

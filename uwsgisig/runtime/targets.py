@@ -15,7 +15,14 @@ import attrs
 
 from ..errors import TargetError
 
-__all__ = ["ALLOWED_FORMS", "Target", "TargetKind", "parse_target"]
+__all__ = [
+    "ALLOWED_FORMS",
+    "Target",
+    "TargetKind",
+    "parse_target",
+    "target_code",
+    "target_from_code",
+]
 
 TargetKind = Literal["worker", "workers", "active-workers", "mule", "mules", "spooler", "farm"]
 
@@ -84,3 +91,27 @@ def parse_target(text: object) -> Target:
     if farm:
         return Target("farm", name=farm.group(1))
     raise TargetError(f"invalid signal target {text!r}: allowed are {ALLOWED_FORMS}")
+
+
+# A target's wire code is its kind's position here (farm names travel as farm positions).
+_KINDS: tuple[TargetKind, ...] = (
+    "worker",
+    "workers",
+    "active-workers",
+    "mule",
+    "mules",
+    "spooler",
+    "farm",
+)
+
+
+def target_code(target: Target) -> tuple[int, int]:
+    """Encode ``target`` for a REGISTER frame as ``(kind code, index)``."""
+    return _KINDS.index(target.kind), target.index
+
+
+def target_from_code(kind_code: int, index: int) -> Target:
+    """Decode a target from a REGISTER frame; raise `TargetError` for an unknown code."""
+    if not 0 <= kind_code < len(_KINDS):
+        raise TargetError(f"invalid target code {kind_code}: known codes are 0-{len(_KINDS) - 1}")
+    return Target(_KINDS[kind_code], index=index)

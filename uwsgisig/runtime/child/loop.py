@@ -3,8 +3,11 @@
 A child reads two kinds of input: its private socket (RUN for a signal aimed
 at it alone, DELIVER answering its wait(), RELOAD) and the shared queues it
 belongs to (all workers, all mules, its farms), where the first reader takes
-each signal. A child busy in a handler reads nothing, so the next signal of a
-shared queue goes to a child that is free: uWSGI's "first available".
+each signal, one at a time. A child busy in a handler reads nothing, so the
+next signal of a shared queue goes to a child that is free: uWSGI's "first
+available". Every idle reader of a shared signal queue is woken when
+signals arrive (no ``EPOLLEXCLUSIVE`` there): the master writes a burst in
+one write, and four signals for four idle workers must wake all four.
 """
 
 from __future__ import annotations
@@ -12,25 +15,20 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import attrs
 
-from .app import HANDLERS
-from .config import MuleProgram
-from .frames import ANY_SIGNAL, Op, Role
-from .link import MasterGone, MasterLink
-from .messages import Mailbox, MessageQueue
-from .offload import deliver, is_call, run_call
-from .process import CURRENT
-from .programs import run_program
-from .spool import SpoolDir, Spooler
-from .table import SignalTable
+from ..frames import ANY_SIGNAL, Op
+from ..link import MasterLink
+from ..messages import Mailbox, MessageQueue
+from ..offload import deliver, is_call, run_call
+from ..process import CURRENT
+from ..table import SignalTable
 
-__all__ = ["SignalLoop", "run_child"]
+__all__ = ["SignalLoop", "describe_self"]
 
 log = logging.getLogger("uwsgisig")
 
@@ -41,9 +39,10 @@ HOT_STREAK = 64
 class Poller:
     """Waits on the descriptors one child reads.
 
-    On Linux the queues shared with other children are watched with
-    ``EPOLLEXCLUSIVE``: a signal or message written to one wakes one idle
-    reader, not all of them, so idle children do not race for every item.
+    On Linux the message queues shared with other mules are watched with
+    ``EPOLLEXCLUSIVE``: each message is one write, which wakes one idle
+    reader, not all of them. Shared signal queues are plain: see the module
+    docstring.
     """
 
     def __init__(self, plain_fds: list[int], shared_fds: list[int]) -> None:
@@ -99,7 +98,10 @@ class SignalLoop:
         self.queues = {queue.fileno(): queue for queue in queues}
         self.mailbox = mailbox
         self.waiting: int | None = None  # what the master believes we wait for
-        self.reload_requested = False
+        self.leaving = False  # asked to exit (RELOAD, or a graceful stop) once idle
+        self.stopping = False  # a graceful stop: leave even a wait() at its next idle moment
+        self.idle = False  # blocked in this loop, not running the app's code
+        self._pid = os.getpid()
         self._hot: socket.socket | MessageQueue | None = None
         self._streak = 0
         self._sources: dict[tuple[bool, tuple[int, ...]], Sources] = {}
@@ -114,8 +116,8 @@ class SignalLoop:
         known = self._sources.get(key)
         if known is not None:
             return known
-        plain = [self.link.fileno()] if signals else []
-        shared = list(self.queues) if signals else []
+        plain = [self.link.fileno(), *self.queues] if signals else []
+        shared: list[int] = []
         own = self.mailbox.own if self.mailbox is not None else None
         for queue in mail:
             (plain if queue is own else shared).append(queue.fileno())
@@ -131,7 +133,7 @@ class SignalLoop:
     def serve_forever(self) -> None:
         """Run handlers (and, in a mule, take messages) until asked to reload."""
         everything = self._everything
-        while not self.reload_requested:
+        while not self.leaving:
             incoming = self.next(None, everything)
             if type(incoming) is bytes:
                 self._dispatch(incoming)
@@ -144,7 +146,7 @@ class SignalLoop:
         Registered signals that arrive meanwhile run their handlers, as in uWSGI.
         """
         want = ANY_SIGNAL if num is None else num
-        self.link.send(Op.WAIT, want)
+        self.link.wait_for(want)
         self.waiting = want
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -164,7 +166,7 @@ class SignalLoop:
         finally:
             if self.waiting is not None:
                 self.waiting = None
-                self.link.send(Op.UNWAIT)
+                self.link.stop_waiting()
 
     def get_message(self, sources: Sources, timeout: float | None) -> bytes | None:
         """Block until a message arrives in ``sources``; None after ``timeout`` seconds.
@@ -191,20 +193,23 @@ class SignalLoop:
         """Return the next signal frame or message of ``sources``, or None after ``timeout``."""
         link = self.link
         if sources.signals and link.inbox:
-            return link.inbox.popleft()
+            return link.take()
         taken = self._take_hot(sources)
         if taken is not None:
             return taken
         deadline = None if timeout is None else time.monotonic() + timeout
         link_fd = self._link_fd
         while not (sources.signals and link.inbox):
-            if deadline is None:
-                events = sources.poller.wait(None)
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
+            if self.stopping:
+                raise SystemExit(0)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self.idle = True  # a graceful stop may end the process right here
+            try:
                 events = sources.poller.wait(remaining)
+            finally:
+                self.idle = False
             for fd, _ in events:
                 if fd == link_fd:
                     link.read(None)
@@ -225,7 +230,14 @@ class SignalLoop:
                     if message is not None:
                         self._hot = box
                         return message
-        return link.inbox.popleft()
+        return link.take()
+
+    def request_stop(self) -> None:
+        """A graceful stop: exit now if idle, else once the running handler returns."""
+        self.leaving = True
+        self.stopping = True
+        if self.idle:
+            raise SystemExit(0)
 
     def _take_hot(self, sources: Sources) -> Incoming | None:
         """Take the next item of the queue that gave the last one, without a poll.
@@ -257,14 +269,14 @@ class SignalLoop:
     def handle(self, op: int, num: int) -> int | None:
         """Act on one frame; return the signal number received, if any."""
         if op == Op.RELOAD:
-            self.reload_requested = True
+            self.leaving = True
             return None
         if op == Op.SPOOL:
             return None  # the spooler's loop looks at its directory after every frame
         if op == Op.DELIVER:
             if self.waiting is None:
                 # It crossed our UNWAIT on the wire: give it back to be routed again.
-                self.link.send(Op.RETURN, num)
+                self.link.give_back(num)
                 return None
             self.waiting = None
             self._run_handler(num, missing_ok=True)
@@ -283,12 +295,33 @@ class SignalLoop:
             if not missing_ok:
                 log.error("signal %d has no handler in %s", num, describe_self())
             return
+        progress = self.link.progress
+        if progress is not None:
+            progress.set_running(num)
         try:
             entry.handler(num)
         except Exception:
             log.exception(
                 "handler %r of signal %d raised in %s", entry.handler, num, describe_self()
             )
+        finally:
+            if os.getpid() != self._pid:
+                self._forked_copy_returned(num)
+            if progress is not None:
+                progress.set_running(None)
+        if self.stopping:
+            raise SystemExit(0)
+
+    def _forked_copy_returned(self, num: int) -> None:
+        """A handler forked and its copy came back here: it must not serve as a second child."""
+        log.error(
+            "the handler of signal %d forked, and the copy (pid %d) returned into the "
+            "signal loop of %s: the copy exits",
+            num,
+            os.getpid(),
+            describe_self(),
+        )
+        os._exit(0)
 
 
 def describe_self() -> str:
@@ -296,46 +329,3 @@ def describe_self() -> str:
     role = CURRENT.role.name.lower() if CURRENT.role is not None else "process"
     ident = f" {CURRENT.id}" if CURRENT.id else ""
     return f"{role}{ident} (pid {os.getpid()})"
-
-
-def reset_posix_signals() -> None:
-    """Give a fresh child the dispositions it needs: the master alone handles stop and reload."""
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    for signum in (signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
-
-
-def run_child(
-    role: Role,
-    ident: int,
-    link: MasterLink,
-    queues: list[socket.socket],
-    table: SignalTable,
-    hooks: Iterable[Callable[[], object]],
-    *,
-    mailbox: Mailbox | None = None,
-    program: MuleProgram | None = None,
-    spool: SpoolDir | None = None,
-) -> int:
-    """The body of a forked child; returns its exit code."""
-    loop = SignalLoop(link, queues, table, mailbox)
-    CURRENT.role = role
-    CURRENT.id = ident
-    CURRENT.loop = loop
-    CURRENT.master = None
-    try:
-        for hook in hooks:
-            hook()
-        link.send(Op.READY)
-        if program is not None:
-            return run_program(program)
-        if spool is not None:
-            frequency = CURRENT.config.spooler_frequency
-            Spooler(spool, HANDLERS.spool, frequency).serve(loop)
-        else:
-            loop.serve_forever()
-    except MasterGone:
-        return 0
-    return 0

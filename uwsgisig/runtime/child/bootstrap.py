@@ -1,0 +1,80 @@
+"""A forked child becomes worker N, mule N or the spooler, and serves until it leaves."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from ..app import HANDLERS
+from ..link import MasterGone, MasterLink
+from ..posix import STOP_SIGNALS, die_with_parent
+from ..process import CURRENT, ChildSpec
+from ..programs import run_program
+from ..spool import Spooler
+from .loop import SignalLoop
+
+__all__ = ["reset_posix_signals", "run_child"]
+
+
+def run_child(spec: ChildSpec) -> int:
+    """The body of a forked child; returns its exit code."""
+    reset_posix_signals()
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != spec.masterpid:
+        return 0  # the master died before the line above: nobody would read us
+    link = MasterLink(spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress)
+    loop = SignalLoop(link, spec.queues, spec.table, spec.mailbox)
+    CURRENT.role = spec.role
+    CURRENT.id = spec.id
+    CURRENT.masterpid = spec.masterpid
+    CURRENT.config = spec.config
+    CURRENT.loop = loop
+    CURRENT.farms = spec.farms
+    CURRENT.post = spec.post
+    os.register_at_fork(after_in_child=_leave_runtime)
+    signal.signal(signal.SIGHUP, lambda signum, frame: loop.request_stop())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        for hook in spec.hooks:
+            hook()
+        link.ready()
+        if spec.program is not None:
+            return run_program(spec.program)
+        if spec.spool is not None:
+            Spooler(spec.spool, HANDLERS.spool, spec.config.spooler_frequency).serve(loop)
+        else:
+            loop.serve_forever()
+    except MasterGone:
+        return 0
+    return 0
+
+
+def reset_posix_signals() -> None:
+    """Give a fresh child its dispositions: the master alone acts on stop and reload.
+
+    SIGHUP becomes "stop gracefully" once the loop exists (`run_child`); SIGTERM
+    ends the child at once, as the master's quick stop wants.
+    """
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _leave_runtime() -> None:
+    """In a process that a handler forked: it is no worker, mule or spooler.
+
+    Its copies of the child's sockets are closed so it can never read the
+    signals or messages of the process that forked it.
+    """
+    loop = CURRENT.loop
+    if loop is not None:
+        loop.link.close()
+        for queue in loop.queues.values():
+            queue.close()
+        if loop.mailbox is not None:
+            for box in loop.mailbox.queues():
+                box.read_end.close()
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    CURRENT.reset()

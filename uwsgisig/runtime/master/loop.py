@@ -1,0 +1,558 @@
+"""The master: forks the children, routes every signal, supervises.
+
+The master never runs user code after the app is imported. Its loop waits in
+``poll`` on the children's sockets, the shared queues that have output
+pending, the self-pipe of POSIX signals, the optional remote-signal listener
+and the nearest timer; all work happens in the loop, never in a signal
+handler. Where a signal goes is the router's decision, when senders may
+raise more is flow control's, and the children's lives are the supervisor's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+import signal
+import socket
+from collections.abc import Callable, Iterable
+
+from ...errors import ScheduleError, SignalAlreadyRegisteredError, TargetError
+from ..config import RuntimeConfig
+from ..events import Event, EventSources, decode
+from ..frames import FRAME, Op, RegisterError, Role
+from ..listener import RemoteListener
+from ..messages import PostOffice
+from ..posix import STOP_SIGNALS
+from ..process import CURRENT, ChildSpec
+from ..progress import Progress
+from ..spool import SpoolDir
+from ..table import SignalTable
+from ..targets import Target, target_from_code
+from .flow import Flow
+from .peers import Peer, SharedQueue, Slot
+from .router import Router
+from .supervisor import Supervisor
+
+__all__ = ["Master"]
+
+log = logging.getLogger("uwsgisig")
+
+READ_SIZE = 262144
+# Seconds between looks at the backlog while flow control holds credit back.
+CONGESTED_RECHECK = 0.005
+# What a POLLIN on a peer's socket may also mean: the other end is gone.
+READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+class Master:
+    """Owns the runtime's life: spawn, route, reap, respawn, stop.
+
+    ``child_main(spec)`` is what a forked child runs (the runner passes the
+    child's bootstrap, so this package never imports the child's).
+    """
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        table: SignalTable,
+        *,
+        hooks: list[Callable[[], object]],
+        child_main: Callable[[ChildSpec], int],
+        events: Iterable[Event] = (),
+        controller: socket.socket | None = None,
+        listening: socket.socket | None = None,
+    ) -> None:
+        self.config = config
+        self.table = table
+        self.hooks = hooks
+        self.child_main = child_main
+        self.declared_events = list(events)
+        self.events = EventSources()
+        self._monitor_fd = -1
+        self.pid = os.getpid()
+        self.running = True
+        self._graceful = False
+        count = config.workers + config.mule_count + (1 if config.spooler else 0)
+        self.progress = Progress(count)
+        cells = iter(range(count))
+        self.workers = [
+            Slot(Role.WORKER, i, self.progress.cell(next(cells)))
+            for i in range(1, config.workers + 1)
+        ]
+        self.mules = [
+            Slot(Role.MULE, i, self.progress.cell(next(cells)))
+            for i in range(1, config.mule_count + 1)
+        ]
+        self.spooler = (
+            Slot(Role.SPOOLER, 0, self.progress.cell(next(cells))) if config.spooler else None
+        )
+        self.slots = [*self.workers, *self.mules, *([self.spooler] if self.spooler else [])]
+        self.worker_queue = SharedQueue("workers")
+        self.mule_queue = SharedQueue("mules")
+        self.farm_queues = [SharedQueue(f"farm {farm.name}") for farm in config.farms]
+        self.queues = [self.worker_queue, self.mule_queue, *self.farm_queues]
+        self.post = PostOffice(config.mule_count, {farm.name: farm.mules for farm in config.farms})
+        self.spool = SpoolDir(config.spool_dir) if config.spool_dir is not None else None
+        self.controller = Peer(controller) if controller is not None else None
+        self.peers: list[Peer] = [*self.slots, *([self.controller] if self.controller else [])]
+        self._dirty: set[Peer | SharedQueue] = set()
+        self.router = Router(
+            table,
+            workers=self.workers,
+            mules=self.mules,
+            spooler=self.spooler,
+            worker_queue=self.worker_queue,
+            mule_queue=self.mule_queue,
+            farm_queues=self.farm_queues,
+            farm_position=self.farm_position,
+            touch=self._dirty.add,
+        )
+        self.flow: Flow[Peer] = Flow(config.queue_size)
+        self._posix: list[int] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.supervisor = Supervisor(
+            self.slots,
+            launch=self._launch,
+            lost=self._lost,
+            describe_work=self.describe_work,
+            touch=self._dirty.add,
+            stop_timeout=config.stop_timeout,
+            reload_timeout=config.reload_timeout,
+            wait_wakeup=self._wait_wakeup,
+        )
+        self._poll = select.poll()
+        self.remote = (
+            RemoteListener(listening, self._poll, self.raise_remote)
+            if listening is not None
+            else None
+        )
+        # What the loop does when a descriptor is ready (the listener's own
+        # connections come and go: it keeps them).
+        self._on_ready: dict[int, Callable[[int], None]] = {self._wake_r: self._drain_wakeup}
+        for peer in self.peers:
+            self._on_ready[peer.sock.fileno()] = lambda events, p=peer: self._peer_ready(p, events)
+        for queue in self.queues:
+            self._on_ready[queue.sock.fileno()] = lambda events, q=queue: self._dirty.add(q)
+        self._on_frame: dict[int, Callable[[Peer, int, int, int], None]] = {
+            Op.RAISE: self._on_raise,
+            Op.WAIT: self._on_wait,
+            Op.UNWAIT: self._on_unwait,
+            Op.RETURN: self._on_return,
+            Op.REGISTER: self._on_register,
+            Op.READY: self._on_ready_frame,
+            Op.STATUS: self._on_status,
+            Op.PAYLOAD: self._on_payload,
+            Op.ADD_EVENT: self._on_add_event,
+            Op.SPOOLED: self._on_spooled,
+        }
+
+    # ---------------------------------------------------------------- life
+
+    def run(self) -> int:
+        """Spawn the children and serve until stopped; return the exit code."""
+        self._start()
+        try:
+            while self.running:
+                self._serve_once()
+        finally:
+            self._shut_down()
+        log.info("uwsgisig master %d stopped", self.pid)
+        return 0
+
+    def _start(self) -> None:
+        self._install_posix_handlers()
+        self._poll.register(self._wake_r, select.POLLIN)
+        for peer in self.peers:
+            self._poll.register(peer.sock, select.POLLIN)
+        for queue in self.queues:
+            self._poll.register(queue.sock, 0)
+        for event in self.declared_events:
+            self.add_event(event)
+        if self.remote is not None:
+            self.remote.start()
+        for num in CURRENT.early_signals:
+            self.router.route(num)
+        CURRENT.early_signals.clear()
+        self.supervisor.spawn_all()
+        log.info(
+            "uwsgisig master %d running %d workers, %d mules%s",
+            self.pid,
+            len(self.workers),
+            len(self.mules),
+            ", a spooler" if self.spooler else "",
+        )
+
+    def _serve_once(self) -> None:
+        for fd, events in self._poll.poll(self._poll_timeout()):
+            on_ready = self._on_ready.get(fd)
+            if on_ready is not None:
+                on_ready(events)
+            elif fd == self._monitor_fd:
+                self._route_all(self.events.read_monitor())
+            elif self.remote is not None and self.remote.owns(fd):
+                self.remote.ready(fd, events)
+        self._route_all(self.events.due())
+        if self.remote is not None:
+            self.remote.expire()
+        self._handle_posix_signals()
+        self._flush()
+
+    def _shut_down(self) -> None:
+        if self.remote is not None:
+            self.remote.close()  # no peer waits on us while the children stop
+        self.supervisor.stop(graceful=self._graceful)
+        self.events.close()
+
+    def _poll_timeout(self) -> int | None:
+        """Milliseconds until the next internal timer or external event, None if none."""
+        timeouts = [self.supervisor.run_due(), self.events.timeout()]
+        if not self.flow.granting:
+            # Children drain the queue without telling the master (from their
+            # sockets, their inboxes): while credit is held back, look again soon.
+            timeouts.append(CONGESTED_RECHECK)
+        if self.remote is not None:
+            timeouts.append(self.remote.timeout())
+        due = [timeout for timeout in timeouts if timeout is not None]
+        return math.ceil(min(due) * 1000) if due else None
+
+    def _route_all(self, nums: Iterable[int]) -> None:
+        for num in nums:
+            self.router.route(num)
+
+    # ---------------------------------------------------------------- events
+
+    def add_event(self, event: Event) -> None:
+        """Arm a timer, cron or file monitor; its signals are routed like any other."""
+        self.events.add(event)
+        fd = self.events.fileno()
+        if fd != self._monitor_fd:
+            self._monitor_fd = fd
+            self._poll.register(fd, select.POLLIN)
+        log.debug("armed %s", event)
+
+    # ---------------------------------------------------------------- reading frames
+
+    def _peer_ready(self, peer: Peer, events: int) -> None:
+        if events & READABLE:
+            self._read_peer(peer)
+        if events & select.POLLOUT:
+            self._dirty.add(peer)
+
+    def _read_peer(self, peer: Peer) -> bool:
+        """Read and act on what ``peer`` sent; False when there was nothing to read."""
+        try:
+            data = peer.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            if peer is self.controller:
+                log.info("the controller closed its link: stopping")
+                self._poll.unregister(peer.sock)
+                del self._on_ready[peer.sock.fileno()]
+                self.running = False
+            return False
+        frames = peer.reader.whole_frames(data)
+        raised = self.router.route_burst(frames)
+        if raised:
+            self.flow.raised(peer, raised)
+            return True
+        on_frame = self._on_frame
+        for op, arg, num, value in FRAME.iter_unpack(frames):
+            handler = on_frame.get(op)
+            if handler is None:
+                log.error("unexpected frame %d from %s", op, peer.describe())
+            else:
+                handler(peer, num, arg, value)
+        return True
+
+    def _on_raise(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        self.router.route(num)
+        self.flow.raised(peer, 1)
+
+    def _on_wait(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        self.router.start_waiting(peer, num)
+
+    def _on_unwait(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        self.router.stop_waiting(peer)
+
+    def _on_return(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        self.router.route(num)  # a DELIVER that crossed the peer's UNWAIT
+
+    def _on_register(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        if isinstance(peer, Slot):
+            peer.put(Op.REGISTERED, num, arg=self._register(peer, num, arg, value))
+            self._dirty.add(peer)
+
+    def _on_ready_frame(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        if isinstance(peer, Slot):
+            peer.ready = True
+            log.debug("%s (pid %s) is ready", peer.describe(), peer.pid)
+
+    def _on_status(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        peer.put(Op.PROC, 0, self.pid, arg=Role.MASTER)
+        for slot in self.slots:
+            flags = int(slot.role) | (0x80 if slot.ready else 0)
+            peer.put(Op.PROC, slot.id, slot.pid or 0, arg=flags)
+        peer.put(Op.END)
+        self._dirty.add(peer)
+
+    def _on_payload(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        peer.payload += value.to_bytes(4, "little")
+
+    def _on_add_event(self, peer: Peer, num: int, arg: int, length: int) -> None:
+        """A child asked for a timer, cron or file monitor after fork."""
+        payload = bytes(peer.payload[:length])
+        peer.payload.clear()
+        try:
+            self.add_event(decode(payload))
+        except (ScheduleError, OSError) as exc:
+            log.error("%s asked for an event the master cannot arm: %s", peer.describe(), exc)
+            peer.put(Op.EVENT_ADDED, arg=1)
+        else:
+            peer.put(Op.EVENT_ADDED, arg=0)
+        self._dirty.add(peer)
+
+    def _on_spooled(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        self._wake_spooler()
+
+    # ---------------------------------------------------------------- requests
+
+    def _register(self, slot: Slot, num: int, kind_code: int, index: int) -> RegisterError:
+        """A child registered a handler after fork: route ``num`` to that child."""
+        try:
+            target = target_from_code(kind_code, index)
+        except TargetError:
+            return RegisterError.NO_SUCH_TARGET
+        if not self.target_exists(target):
+            return RegisterError.NO_SUCH_TARGET
+        try:
+            self.table.register(num, target, None, owner=slot.key)
+        except SignalAlreadyRegisteredError:
+            return RegisterError.TAKEN
+        log.debug("%s registered signal %d for %s", slot.describe(), num, target)
+        self.router.registered(num)
+        return RegisterError.OK
+
+    def _wake_spooler(self) -> None:
+        if self.spooler is not None and not self.spooler.outbox.endswith(_SPOOL_FRAME):
+            self.spooler.put(Op.SPOOL)
+            self._dirty.add(self.spooler)
+
+    def raise_remote(self, num: int) -> bool:
+        """Route ``num`` for a remote node; False if the queue is full (uWSGI then says 0)."""
+        if self.backlog() >= self.config.queue_size:
+            return False
+        self.router.route(num)
+        return True
+
+    def farm_position(self, target: Target) -> int:
+        """The 1-based farm a farm target names (0 if none)."""
+        if target.name:
+            return self.config.farm_index(target.name)
+        return target.index if target.index <= len(self.config.farms) else 0
+
+    def target_exists(self, target: Target) -> bool:
+        """Whether ``target`` names a process (or group) of this runtime."""
+        if target.kind == "worker":
+            return target.index <= len(self.workers)
+        if target.kind == "mule":
+            return bool(self.mules) and target.index <= len(self.mules)
+        if target.kind == "mules":
+            return bool(self.mules)
+        if target.kind == "farm":
+            return self.farm_position(target) > 0
+        if target.kind == "spooler":
+            return self.spooler is not None
+        return True
+
+    def backlog(self) -> int:
+        """Signals accepted and not started yet: the master's queue, measured against its size.
+
+        Signals held for a wait() do not count: they are bounded on their own
+        (see `held`), and counting them would let signals that nobody asks
+        for stop every sender.
+        """
+        return sum(peer.backlog() for peer in self.peers) + sum(
+            queue.backlog() for queue in self.queues
+        )
+
+    # ---------------------------------------------------------------- writing
+
+    def _flush(self) -> None:
+        """Write the outboxes, pay the credit flow control allows, write that too."""
+        self._write_outboxes()
+        paid = self.flow.payments(self.backlog)
+        for peer, amount in paid:
+            peer.put(Op.CREDIT, value=amount)
+            self._dirty.add(peer)
+        if paid:
+            self._write_outboxes()
+
+    def _write_outboxes(self) -> None:
+        while self._dirty:
+            owner = self._dirty.pop()
+            sock = owner.sock
+            outbox = owner.outbox
+            if outbox:
+                try:
+                    sent = sock.send(outbox)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except (BrokenPipeError, ConnectionResetError):
+                    sent = len(outbox)  # the controller left; nothing reads this any more
+                del outbox[:sent]
+                if sent and isinstance(owner, SharedQueue):
+                    owner.wrote()
+            if sock.fileno() >= 0:
+                idle = 0 if isinstance(owner, SharedQueue) else select.POLLIN
+                self._poll.modify(sock, idle | (select.POLLOUT if outbox else 0))
+
+    # ---------------------------------------------------------------- children
+
+    def _launch(self, slot: Slot) -> int:
+        """In the forked child: keep only its descriptors, then become the child."""
+        mule = slot.role == Role.MULE
+        queues = self._queues_of(slot)
+        mailbox = self.post.mailbox(slot.id) if mule else None
+        keep = {
+            slot.child_end.fileno(),
+            *(queue.read_end.fileno() for queue in queues),
+            *self.post.write_fds(),
+            *(queue.fileno() for queue in (mailbox.queues() if mailbox else ())),
+        }
+        for fd in self._descriptors():
+            if fd not in keep:
+                os.close(fd)
+        return self.child_main(
+            ChildSpec(
+                role=slot.role,
+                id=slot.id,
+                masterpid=self.pid,
+                link=slot.child_end,
+                queues=tuple(queue.read_end for queue in queues),
+                progress=slot.progress,
+                table=self.table,
+                hooks=tuple(self.hooks),
+                config=self.config,
+                post=self.post,
+                mailbox=mailbox,
+                farms=tuple(f.name for f in self.config.farms if slot.id in f.mules)
+                if mule
+                else (),
+                program=self.config.program_of(slot.id) if mule else None,
+                spool=self.spool if slot.role == Role.SPOOLER else None,
+            )
+        )
+
+    def _queues_of(self, slot: Slot) -> list[SharedQueue]:
+        if slot.role == Role.WORKER:
+            return [self.worker_queue]
+        if slot.role == Role.MULE:
+            farms = zip(self.config.farms, self.farm_queues, strict=True)
+            return [self.mule_queue] + [queue for farm, queue in farms if slot.id in farm.mules]
+        return []
+
+    def _descriptors(self) -> list[int]:
+        fds = [self._wake_r, self._wake_w]
+        for peer in self.peers:
+            fds.append(peer.sock.fileno())
+        for slot in self.slots:
+            fds.append(slot.child_end.fileno())
+        for queue in self.queues:
+            fds += [queue.write_end.fileno(), queue.read_end.fileno()]
+        for mail in self.post.all_queues():
+            fds += mail.fds()
+        fds.append(self._monitor_fd)
+        if self.remote is not None:
+            fds += self.remote.fds()  # a child must not keep peers' connections open
+        return [fd for fd in fds if fd >= 0]
+
+    def _lost(self, slot: Slot) -> None:
+        """A child exited: keep what it raised, give what it had not started to its successor."""
+        while self._read_peer(slot):
+            pass  # frames it wrote before it died are still signals that send() accepted
+        self.router.stop_waiting(slot)
+        self.flow.reset(slot)
+        self._route_all(slot.recover())
+        self._dirty.add(slot)
+
+    def describe_work(self, slot: Slot) -> str:
+        """What ``slot``'s child is doing, for the log line of a stop that kills it."""
+        num = slot.progress.running
+        if num is None:
+            program = self.config.program_of(slot.id) if slot.role == Role.MULE else None
+            if program is not None:
+                return f"running its loop {program.describe()}"
+            return "busy outside any signal handler"
+        entry = self.table.get(num)
+        handler = entry.handler if entry is not None else None
+        if handler is None:
+            return f"in the handler of signal {num} (registered after fork)"
+        name = getattr(handler, "__qualname__", repr(handler))
+        return f"in handler {getattr(handler, '__module__', '?')}:{name} of signal {num}"
+
+    # ---------------------------------------------------------------- POSIX signals
+
+    def _install_posix_handlers(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in STOP_SIGNALS:
+            # The handler does nothing: the wakeup fd carries the number to the loop.
+            signal.signal(signum, _note_posix_signal)
+
+    def _drain_wakeup(self, events: int = 0) -> None:
+        try:
+            while data := os.read(self._wake_r, 4096):
+                self._posix.extend(data)
+        except BlockingIOError:
+            pass
+
+    def _wait_wakeup(self, timeout: float) -> None:
+        select.select([self._wake_r], [], [], max(timeout, 0.0))
+        self._drain_wakeup()
+
+    def _handle_posix_signals(self) -> None:
+        # A stop is acted on before the SIGCHLD that came with it (a signal to
+        # the whole group ends children too): nothing is respawned once stopping.
+        queued = sorted(set(self._posix), key=lambda signum: signum == signal.SIGCHLD)
+        self._posix.clear()
+        for signum in queued:
+            name = STOP_SIGNALS.get(signum)  # type: ignore[call-overload]
+            if name is not None:
+                getattr(self, f"handle_{name}")()
+
+    def _begin_stop(self, graceful: bool) -> None:
+        self.running = False
+        self._graceful = graceful
+        self.supervisor.stopping = True
+
+    def handle_int(self) -> None:
+        log.info("SIGINT: stopping")
+        self._begin_stop(graceful=False)
+
+    def handle_quit(self) -> None:
+        log.info("SIGQUIT: stopping")
+        self._begin_stop(graceful=False)
+
+    def handle_term(self) -> None:
+        graceful = self.config.graceful_stop
+        log.info("SIGTERM: stopping%s", " gracefully" if graceful else "")
+        self._begin_stop(graceful=graceful)
+
+    def handle_hup(self) -> None:
+        self.supervisor.reload(self.workers)
+
+    def handle_chld(self) -> None:
+        self.supervisor.reap()
+
+
+_SPOOL_FRAME = FRAME.pack(Op.SPOOL, 0, 0, 0)
+
+
+def _note_posix_signal(signum: int, frame: object) -> None:
+    """Installed so Python writes the signal number to the wakeup fd."""

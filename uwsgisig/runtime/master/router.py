@@ -1,0 +1,207 @@
+"""Where each signal goes: the routing rules of uWSGI, decided in one place.
+
+`Router.destination` makes the one decision, for a single signal and for a
+burst alike:
+
+- a registered signal goes where its target says, whoever waits:
+  ``workerN``/``muleN``/``spooler`` and a handler registered after fork
+  (its owner) to that one process; ``workers``/``mules`` to each of them;
+  ``active-workers`` to each worker that has a process (one still starting
+  counts: the signal waits in its socket); ``worker``/``mule``/a farm to
+  that group's shared queue, where the first idle reader takes it.
+  A process in wait() sees only what is routed to it; a RUN of the number
+  it waits for (or of any number, for a bare wait()) also ends its wait;
+- a signal with no handler answers one waiting member of the worker pool
+  (a worker or the controller; never a mule or the spooler): one waiting
+  for that number first, else one waiting for any, the oldest first; with
+  no such waiter it is held (see `held`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from ..frames import ANY_SIGNAL, FRAME_SIZE, RUN_FRAMES, Op
+from ..table import SignalTable
+from ..targets import Target
+from .held import HeldSignals
+from .peers import Peer, SharedQueue, Slot
+
+__all__ = ["Hold", "Router", "ToQueue", "ToSlots", "ToWaiter"]
+
+
+@attrs.frozen
+class ToQueue:
+    """Into a shared queue: the first idle reader runs it."""
+
+    queue: SharedQueue
+
+
+@attrs.frozen
+class ToSlots:
+    """A RUN frame to each of these processes."""
+
+    slots: tuple[Slot, ...]
+
+
+@attrs.frozen
+class ToWaiter:
+    """Answers this peer's wait() (a signal with no handler)."""
+
+    peer: Peer
+
+
+@attrs.frozen
+class Hold:
+    """No handler and no waiter: kept for a later wait()."""
+
+
+Destination = ToQueue | ToSlots | ToWaiter | Hold
+
+
+class Router:
+    """Routes signals to the master's peers and queues; ``touch`` marks one to be written."""
+
+    def __init__(
+        self,
+        table: SignalTable,
+        *,
+        workers: Sequence[Slot],
+        mules: Sequence[Slot],
+        spooler: Slot | None,
+        worker_queue: SharedQueue,
+        mule_queue: SharedQueue,
+        farm_queues: Sequence[SharedQueue],
+        farm_position: Callable[[Target], int],
+        touch: Callable[[Peer | SharedQueue], None],
+        held: HeldSignals | None = None,
+    ) -> None:
+        self.table = table
+        self.workers = tuple(workers)
+        self.mules = tuple(mules)
+        self.spooler = spooler
+        self.worker_queue = worker_queue
+        self.mule_queue = mule_queue
+        self.farm_queues = tuple(farm_queues)
+        self.farm_position = farm_position
+        self.touch = touch
+        self.held = held if held is not None else HeldSignals()
+        self.waiters: list[Peer] = []  # pool members blocked in wait(), oldest first
+        self._by_key = {slot.key: slot for slot in (*self.workers, *self.mules)}
+        if spooler is not None:
+            self._by_key[spooler.key] = spooler
+
+    # ------------------------------------------------------------ the decision
+
+    def destination(self, num: int) -> Destination:
+        """Where signal ``num`` goes now (see the module docstring)."""
+        entry = self.table.get(num)
+        if entry is None:
+            waiter = self._waiter_for(num)
+            return Hold() if waiter is None else ToWaiter(waiter)
+        if entry.owner is not None:
+            return ToSlots((self._by_key[entry.owner],))
+        return self._target_destination(entry.target)
+
+    def _target_destination(self, target: Target) -> Destination:
+        kind, index = target.kind, target.index
+        if kind == "worker":
+            return ToSlots((self.workers[index - 1],)) if index else ToQueue(self.worker_queue)
+        if kind == "mule":
+            return ToSlots((self.mules[index - 1],)) if index else ToQueue(self.mule_queue)
+        if kind == "farm":
+            return ToQueue(self.farm_queues[self.farm_position(target) - 1])
+        if kind == "workers":
+            return ToSlots(self.workers)
+        if kind == "active-workers":
+            return ToSlots(tuple(slot for slot in self.workers if slot.pid is not None))
+        if kind == "mules":
+            return ToSlots(self.mules)
+        assert self.spooler is not None, "targets are checked when they are registered"
+        return ToSlots((self.spooler,))
+
+    def _waiter_for(self, num: int) -> Peer | None:
+        any_waiter = None
+        for waiter in self.waiters:
+            if waiter.waiting == num:
+                return waiter
+            if any_waiter is None and waiter.waiting == ANY_SIGNAL:
+                any_waiter = waiter
+        return any_waiter
+
+    # ------------------------------------------------------------ acting on it
+
+    def route(self, num: int) -> None:
+        """Send signal ``num`` where it belongs. Every raised signal comes through here."""
+        destination = self.destination(num)
+        if type(destination) is ToQueue:
+            destination.queue.outbox.append(num)
+            self.touch(destination.queue)
+        elif type(destination) is ToSlots:
+            for slot in destination.slots:
+                slot.run(num)
+                self.touch(slot)
+        elif type(destination) is ToWaiter:
+            self._answer(destination.peer, num)
+        else:
+            self.held.hold(num)
+
+    def route_burst(self, frames: bytes) -> int:
+        """Route a read made only of RAISE frames in one step, when they all go one way.
+
+        That is what a burst of ``send()`` looks like, and appending the
+        numbers at once costs far less than routing them one by one. The
+        destination comes from `destination`, as for one signal. Returns how
+        many signals it routed: 0 when the read is anything else.
+        """
+        count = len(frames) // FRAME_SIZE
+        if count < 2 or frames[0::FRAME_SIZE].count(Op.RAISE) != count:
+            return 0
+        nums = frames[2::FRAME_SIZE]
+        destinations = {self.destination(num) for num in set(nums)}
+        if len(destinations) != 1:
+            return 0
+        destination = destinations.pop()
+        if type(destination) is ToQueue:
+            destination.queue.outbox += nums
+            self.touch(destination.queue)
+        elif type(destination) is ToSlots:
+            runs = b"".join([RUN_FRAMES[num] for num in nums])
+            for slot in destination.slots:
+                slot.run_frames(runs)
+                self.touch(slot)
+        else:
+            return 0  # waiters and holding change with each signal: one by one
+        return count
+
+    def _answer(self, peer: Peer, num: int) -> None:
+        self.waiters.remove(peer)
+        peer.waiting = None
+        peer.deliver(num)
+        self.touch(peer)
+
+    # ------------------------------------------------------------ waiting
+
+    def start_waiting(self, peer: Peer, num: int) -> None:
+        """``peer`` blocks in wait() for ``num`` (or ANY_SIGNAL)."""
+        self.stop_waiting(peer)
+        if not peer.in_worker_pool:
+            return  # signals with no handler never go to mules or the spooler
+        peer.waiting = num
+        self.waiters.append(peer)
+        held = self.held.take(num)
+        if held is not None:
+            self._answer(peer, held)
+
+    def stop_waiting(self, peer: Peer) -> None:
+        """``peer`` left wait() (or died)."""
+        if peer.waiting is not None:
+            peer.waiting = None
+            self.waiters.remove(peer)
+
+    def registered(self, num: int) -> None:
+        """``num`` just got a handler: the held copies of it can be routed now."""
+        for _ in range(self.held.take_all(num)):
+            self.route(num)

@@ -1,0 +1,63 @@
+"""What each child has started, in memory shared with the master.
+
+A child reads frames from its private socket in batches, so it may hold
+signals it has not run yet. Before it acts on a RUN or DELIVER frame it adds
+one to its ``started`` cell; while a handler runs, its ``running`` cell holds
+the signal number plus one. Both are plain stores into a shared mapping (no
+system call), and only that child writes its cells.
+
+When a child dies the master compares ``started`` with the signal frames it
+queued for that slot: the ones not started are given to the replacement, so
+a kill loses at most the handler that was running. At a graceful stop that
+outlives its timeout, ``running`` names the handler being interrupted.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+__all__ = ["Progress", "ProgressCell"]
+
+_CELL_WORDS = 2  # started, running
+_WORD = 8
+
+
+class ProgressCell:
+    """One child's two counters (a view into the shared mapping)."""
+
+    __slots__ = ("_base", "_words")
+
+    def __init__(self, words: memoryview, index: int) -> None:
+        self._words = words
+        self._base = index * _CELL_WORDS
+
+    @property
+    def started(self) -> int:
+        """How many private signal frames this slot's children have taken, ever."""
+        return self._words[self._base]
+
+    def start(self) -> None:
+        """Count one more private signal frame taken (called by the child)."""
+        self._words[self._base] += 1
+
+    @property
+    def running(self) -> int | None:
+        """The signal whose handler runs now, or None."""
+        value = self._words[self._base + 1]
+        return value - 1 if value else None
+
+    def set_running(self, num: int | None) -> None:
+        """Publish the handler being run (None when it returned)."""
+        self._words[self._base + 1] = 0 if num is None else num + 1
+
+
+class Progress:
+    """The counters of ``slots`` children, in one anonymous shared mapping made before fork."""
+
+    def __init__(self, slots: int) -> None:
+        self._map = mmap.mmap(-1, max(slots, 1) * _CELL_WORDS * _WORD)
+        self._words = memoryview(self._map).cast("Q")
+
+    def cell(self, index: int) -> ProgressCell:
+        """The cell of slot ``index`` (0-based)."""
+        return ProgressCell(self._words, index)
