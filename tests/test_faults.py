@@ -210,3 +210,19 @@ def test_sighup_reloads_workers_after_they_finish_their_handler(start_app):
     assert app.records("finished")[0][-1] == str(before["worker1"])
     assert not pid_alive(before["worker1"])
     assert not pid_alive(before["worker2"])
+
+
+def test_a_raise_frame_past_255_is_refused_by_the_master_which_goes_on(start_app):
+    from uwsgisig.runtime.frames import Op
+
+    app = start_app(
+        """
+        @Signal(7).register_handler(target="worker1")
+        def handler(num):
+            record("ran", num)
+        """
+    )
+    app.handle._link.send(Op.RAISE, 300)  # what no checked sender can send
+    app.handle.signal(7)
+    app.wait_records("ran", 1)
+    wait_for(lambda: "raised signal 300: signals are 0-255" in app.log.read_text(), 10, "log")

@@ -117,11 +117,6 @@ RULES = [
         "platform",
         ("uwsgisig.runtime.frames",),
         id="platform-never-imports-frames",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="uwsgisig/platform/embedded.py imports RegisterError and Role "
-            "from uwsgisig.runtime.frames",
-        ),
     ),
 ]
 

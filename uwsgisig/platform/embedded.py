@@ -19,10 +19,10 @@ from ..runtime.app import HANDLERS
 from ..runtime.config import FarmSpec, MuleProgram
 from ..runtime.cron import CronSpec
 from ..runtime.events import CronEvent, Event, FileEvent, TimerEvent, encode
-from ..runtime.frames import RegisterError, Role
 from ..runtime.messages import MessageQueue, PostOffice, as_message
 from ..runtime.process import CURRENT
 from ..runtime.remote import send_remote_signal
+from ..runtime.roles import Role
 from ..runtime.spool import SpoolDir
 from ..runtime.table import TABLE
 from ..runtime.targets import Target, parse_target, target_code
@@ -94,11 +94,7 @@ def _register_with_master(num: int, who: str, target: Target) -> None:
         target = Target("farm", index=index)
     kind, index = target_code(target)
     assert CURRENT.loop is not None
-    code = CURRENT.loop.link.register(num, kind, index)
-    if code == RegisterError.TAKEN:
-        raise SignalAlreadyRegisteredError(f"signal {num} is already registered by another process")
-    if code == RegisterError.NO_SUCH_TARGET:
-        raise TargetError(f"target {who!r} names no process of this runtime")
+    CURRENT.loop.link.register(num, kind, index, describe=who)
 
 
 def signal(num: int, remote: str | None = None) -> None:

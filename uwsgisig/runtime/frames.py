@@ -17,6 +17,8 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from .roles import Role
+
 __all__ = [
     "ANY_SIGNAL",
     "DELIVER_FRAMES",
@@ -68,15 +70,6 @@ class Op(enum.IntEnum):
     RELOAD = 22  # finish what you are doing, then exit (graceful reload)
     EVENT_ADDED = 23  # arg: 0 armed, 1 refused (the master logs why)
     SPOOL = 24  # to the spooler: new jobs wait in the directory
-
-
-class Role(enum.IntEnum):
-    """The kind of a process of the runtime."""
-
-    MASTER = 0
-    WORKER = 1
-    MULE = 2
-    SPOOLER = 3
 
 
 class RegisterError(enum.IntEnum):

@@ -18,7 +18,7 @@ import socket
 import time
 from collections import deque
 
-from ..errors import SignalQueueFullError
+from ..errors import SignalAlreadyRegisteredError, SignalQueueFullError, TargetError
 from .frames import (
     RAISE_FRAMES,
     RAISE_WINDOW,
@@ -109,10 +109,19 @@ class MasterLink:
 
     # ---------------------------------------------------------------- requests
 
-    def register(self, num: int, kind_code: int, index: int) -> RegisterError:
-        """Ask the master to route ``num`` to this process; return its answer."""
+    def register(self, num: int, kind_code: int, index: int, *, describe: str) -> None:
+        """Ask the master to route ``num`` to this process; raise if it refuses.
+
+        ``describe`` is the target as the caller wrote it, for the error message.
+        """
         answer = self.request(Op.REGISTER, num, index, arg=kind_code, until=Op.REGISTERED)
-        return RegisterError(answer[-1].arg)
+        code = answer[-1].arg
+        if code == RegisterError.TAKEN:
+            raise SignalAlreadyRegisteredError(
+                f"signal {num} is already registered by another process"
+            )
+        if code == RegisterError.NO_SUCH_TARGET:
+            raise TargetError(f"target {describe!r} names no process of this runtime")
 
     def add_event(self, num: int, payload: bytes) -> bool:
         """Ask the master to arm the encoded event ``payload``; False if it refused."""

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .config import MuleProgram, RuntimeConfig
-from .frames import Role
 from .messages import Mailbox, PostOffice
 from .progress import ProgressCell
+from .roles import Role
 from .spool import SpoolDir
 from .table import SignalTable
 

@@ -26,12 +26,12 @@ from .app import (
 )
 from .child import SignalLoop, run_child
 from .config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
-from .frames import Role
 from .link import MasterGone, MasterLink
 from .listener import address_of, bind_listener
 from .master import Master
 from .posix import die_with_parent, kill
 from .process import CURRENT
+from .roles import Role
 from .table import TABLE
 
 __all__ = ["ProcessInfo", "Runtime", "RuntimeHandle"]

@@ -70,6 +70,7 @@ def _leave_runtime() -> None:
     """
     loop = CURRENT.loop
     if loop is not None:
+        loop.forked_copy = True
         loop.link.close()
         for queue in loop.queues.values():
             queue.close()

@@ -101,7 +101,7 @@ class SignalLoop:
         self.leaving = False  # asked to exit (RELOAD, or a graceful stop) once idle
         self.stopping = False  # a graceful stop: leave even a wait() at its next idle moment
         self.idle = False  # blocked in this loop, not running the app's code
-        self._pid = os.getpid()
+        self.forked_copy = False  # set in a process a handler forked (see bootstrap)
         self._hot: socket.socket | MessageQueue | None = None
         self._streak = 0
         self._sources: dict[tuple[bool, tuple[int, ...]], Sources] = {}
@@ -200,13 +200,13 @@ class SignalLoop:
         deadline = None if timeout is None else time.monotonic() + timeout
         link_fd = self._link_fd
         while not (sources.signals and link.inbox):
-            if self.stopping:
-                raise SystemExit(0)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
-            self.idle = True  # a graceful stop may end the process right here
+            self.idle = True  # from here a graceful stop ends the process at once
             try:
+                if self.stopping:  # asked just before we became idle
+                    raise SystemExit(0)
                 events = sources.poller.wait(remaining)
             finally:
                 self.idle = False
@@ -305,7 +305,7 @@ class SignalLoop:
                 "handler %r of signal %d raised in %s", entry.handler, num, describe_self()
             )
         finally:
-            if os.getpid() != self._pid:
+            if self.forked_copy:
                 self._forked_copy_returned(num)
             if progress is not None:
                 progress.set_running(None)

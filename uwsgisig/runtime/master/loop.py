@@ -18,15 +18,16 @@ import signal
 import socket
 from collections.abc import Callable, Iterable
 
-from ...errors import ScheduleError, SignalAlreadyRegisteredError, TargetError
+from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
 from ..config import RuntimeConfig
 from ..events import Event, EventSources, decode
-from ..frames import FRAME, Op, RegisterError, Role
+from ..frames import FRAME, Op, RegisterError
 from ..listener import RemoteListener
 from ..messages import PostOffice
 from ..posix import STOP_SIGNALS
 from ..process import CURRENT, ChildSpec
 from ..progress import Progress
+from ..roles import Role
 from ..spool import SpoolDir
 from ..table import SignalTable
 from ..targets import Target, target_from_code
@@ -272,8 +273,11 @@ class Master:
         return True
 
     def _on_raise(self, peer: Peer, num: int, arg: int, value: int) -> None:
-        self.router.route(num)
         self.flow.raised(peer, 1)
+        if num > MAX_SIGNAL:
+            log.error("%s raised signal %d: signals are 0-%d", peer.describe(), num, MAX_SIGNAL)
+            return
+        self.router.route(num)
 
     def _on_wait(self, peer: Peer, num: int, arg: int, value: int) -> None:
         self.router.start_waiting(peer, num)
@@ -282,7 +286,8 @@ class Master:
         self.router.stop_waiting(peer)
 
     def _on_return(self, peer: Peer, num: int, arg: int, value: int) -> None:
-        self.router.route(num)  # a DELIVER that crossed the peer's UNWAIT
+        if num <= MAX_SIGNAL:
+            self.router.route(num)  # a DELIVER that crossed the peer's UNWAIT
 
     def _on_register(self, peer: Peer, num: int, arg: int, value: int) -> None:
         if isinstance(peer, Slot):
@@ -517,8 +522,9 @@ class Master:
         self._drain_wakeup()
 
     def _handle_posix_signals(self) -> None:
-        # A stop is acted on before the SIGCHLD that came with it (a signal to
-        # the whole group ends children too): nothing is respawned once stopping.
+        # A stop is acted on before a SIGCHLD that came in the same pass (a child
+        # may have died of the same kill, e.g. `kill -TERM` to every pid of the
+        # runtime): nothing is respawned once stopping began.
         queued = sorted(set(self._posix), key=lambda signum: signum == signal.SIGCHLD)
         self._posix.clear()
         for signum in queued:

@@ -13,8 +13,9 @@ import socket
 import struct
 import termios
 
-from ..frames import DELIVER_FRAMES, FRAME, FRAME_SIZE, RUN_FRAMES, FrameReader, Op, Role, pack
+from ..frames import DELIVER_FRAMES, FRAME, FRAME_SIZE, RUN_FRAMES, FrameReader, Op, pack
 from ..progress import ProgressCell
+from ..roles import Role
 
 __all__ = ["Peer", "SharedQueue", "Slot"]
 

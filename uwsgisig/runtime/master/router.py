@@ -159,6 +159,8 @@ class Router:
         count = len(frames) // FRAME_SIZE
         if count < 2 or frames[0::FRAME_SIZE].count(Op.RAISE) != count:
             return 0
+        if frames[3::FRAME_SIZE].count(0) != count:
+            return 0  # a number past 255: one by one, where it is refused
         nums = frames[2::FRAME_SIZE]
         destinations = {self.destination(num) for num in set(nums)}
         if len(destinations) != 1:
