@@ -80,8 +80,12 @@ class MasterLink:
         if not self.credit:
             self._wait_for_credit(num)
         # Written at once, never buffered here: once this returns, the signal is
-        # in the master's socket and survives this process.
-        self._write(RAISE_FRAMES[num])
+        # in the master's socket and survives this process. (A blocking send of
+        # 8 bytes on a stream socket writes them all, so no sendall loop.)
+        try:
+            self.sock.send(RAISE_FRAMES[num])
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise MasterGone() from exc
         self.credit -= 1
 
     def take(self) -> tuple[int, int]:

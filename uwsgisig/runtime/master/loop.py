@@ -414,9 +414,13 @@ class Master:
                 del outbox[:sent]
                 if sent and isinstance(owner, SharedQueue):
                     owner.wrote()
-            if sock.fileno() >= 0:
+            # Watch for room only while output waits; skip the system call when
+            # nothing changes, which in a burst is nearly always.
+            want_out = bool(outbox)
+            if want_out != owner.watching_out and sock.fileno() >= 0:
                 idle = 0 if isinstance(owner, SharedQueue) else select.POLLIN
-                self._poll.modify(sock, idle | (select.POLLOUT if outbox else 0))
+                self._poll.modify(sock, idle | (select.POLLOUT if want_out else 0))
+                owner.watching_out = want_out
 
     # ---------------------------------------------------------------- children
 

@@ -28,6 +28,7 @@ class Peer:
         self.sock = sock
         self.reader = FrameReader()
         self.outbox = bytearray()
+        self.watching_out = False  # whether the master's poll waits for room to write
         self.waiting: int | None = None  # the signal its wait() waits for
         self.payload = bytearray()  # of the request being received, from PAYLOAD frames
 
@@ -165,6 +166,7 @@ class SharedQueue:
         self.write_end.setblocking(False)
         self.read_end.setblocking(False)
         self.outbox = bytearray()
+        self.watching_out = False  # whether the master's poll waits for room to write
         self._maybe_unread = False  # bytes were written since the socket was last seen empty
 
     def wrote(self) -> None:
