@@ -55,7 +55,7 @@ FULL_N = {64: 250_000, 4096: 150_000, 65536: 40_000}  # each burst takes about 0
 QUICK_DIVISOR = 10
 WARM_UP_N = 500
 WAIT_TIMEOUT = 5.0  # seconds, for a helper to start or to exit
-SOCKET_BUFFER = 4 * 1024 * 1024  # as uwsgisig's queues (uwsgisig/runtime/messages.py)
+SOCKET_BUFFER = 4 * 1024 * 1024  # as uwsgisig's queues (uwsgisig/runtime/ipc/messages.py)
 
 # Slots of the shared state (int64 each): the uwsgisig app's mapped file, and
 # the RawArray the multiprocessing helpers share. RECEIVED + i counts what

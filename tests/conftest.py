@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from uwsgisig import Runtime, RuntimeHandle, signals
-from uwsgisig.runtime import app as app_declarations
-from uwsgisig.runtime import offload
-from uwsgisig.runtime.process import CURRENT, ProcessState
-from uwsgisig.runtime.table import TABLE
+from uwsgisig.runtime.child import offload
+from uwsgisig.runtime.model import app as app_declarations
+from uwsgisig.runtime.model.process import CURRENT, ProcessState
+from uwsgisig.runtime.model.table import TABLE
 
 PREAMBLE = """
 import os

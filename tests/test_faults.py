@@ -213,7 +213,7 @@ def test_sighup_reloads_workers_after_they_finish_their_handler(start_app):
 
 
 def test_a_raise_frame_past_255_is_refused_by_the_master_which_goes_on(start_app):
-    from uwsgisig.runtime.frames import Op
+    from uwsgisig.runtime.wire.frames import Op
 
     app = start_app(
         """

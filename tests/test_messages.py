@@ -17,7 +17,7 @@ from uwsgisig import (
     NotInRuntimeError,
     TargetError,
 )
-from uwsgisig.runtime.messages import MAX_MESSAGE_SIZE, MessageQueue, PostOffice, as_message
+from uwsgisig.runtime.ipc.messages import MAX_MESSAGE_SIZE, MessageQueue, PostOffice, as_message
 
 pytestmark = pytest.mark.timeout(90)
 

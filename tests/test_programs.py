@@ -8,9 +8,9 @@ import pytest
 
 from tests.conftest import wait_for
 from uwsgisig import Farm, Mule, NotInRuntimeError, Offloaded, TargetError
-from uwsgisig.runtime import app as declarations
-from uwsgisig.runtime.config import MuleProgram
-from uwsgisig.runtime.process import CURRENT
+from uwsgisig.runtime.model import app as declarations
+from uwsgisig.runtime.model.config import MuleProgram
+from uwsgisig.runtime.model.process import CURRENT
 
 pytestmark = pytest.mark.timeout(60)
 

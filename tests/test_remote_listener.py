@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import assert_all_gone, wait_for
 from uwsgisig import Runtime, Signal
 from uwsgisig.cli import main
-from uwsgisig.runtime.listener import (
+from uwsgisig.runtime.master.listener import (
     ACCEPTED,
     IDLE_TIMEOUT,
     MAX_CONNECTIONS,
@@ -26,8 +26,8 @@ from uwsgisig.runtime.listener import (
     is_loopback,
     parse_listen_address,
 )
-from uwsgisig.runtime.process import CURRENT
-from uwsgisig.runtime.remote import parse_address, send_remote_signal
+from uwsgisig.runtime.model.process import CURRENT
+from uwsgisig.runtime.wire.remote import parse_address, send_remote_signal
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -261,7 +261,7 @@ def test_bad_input_takes_no_signal_number():
 
 
 def test_existing_signal_as_target_gets_the_event_and_no_decorator():
-    from uwsgisig.runtime import app
+    from uwsgisig.runtime.model import app
 
     signal = Signal(50)
     assert register_timer(5, target=signal) is None

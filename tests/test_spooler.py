@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import wait_for
 from uwsgisig import NotInRuntimeError, lowlevel, spooler
-from uwsgisig.runtime.spool import SpoolDir
+from uwsgisig.runtime.ipc.spool import SpoolDir
 
 pytestmark = pytest.mark.timeout(60)
 

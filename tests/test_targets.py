@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from uwsgisig import TargetError
-from uwsgisig.runtime.targets import Target, parse_target
+from uwsgisig.runtime.model.targets import Target, parse_target
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,8 +18,8 @@ from tests.conftest import App, assert_all_gone, children_of, wait_for
 from tests.servers import start_uwsgi
 from uwsgisig import compat
 from uwsgisig.cli import build_parser
-from uwsgisig.runtime.app import HANDLERS
-from uwsgisig.runtime.spool import SpoolDir
+from uwsgisig.runtime.ipc.spool import SpoolDir
+from uwsgisig.runtime.model.app import HANDLERS
 
 pytestmark = pytest.mark.timeout(60)
 

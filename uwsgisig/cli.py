@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from . import compat
 from .errors import UwsgisigError
 from .runtime import Runtime
-from .runtime.config import parse_farm
+from .runtime.model.config import parse_farm
 
 __all__ = ["main"]
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uwsgisig.errors import SignalNumberError
-from uwsgisig.runtime.cron import (
+from uwsgisig.runtime.schedule.cron import (
     BACKWARD_RESET,
     CronSpec,
     CronTable,
@@ -19,8 +19,8 @@ from uwsgisig.runtime.cron import (
     minute_key,
     seconds_until_next_minute,
 )
-from uwsgisig.runtime.events import CRON_MARGIN, CronEvent, EventSources
-from uwsgisig.runtime.timers import ScheduleError
+from uwsgisig.runtime.schedule.events import CRON_MARGIN, CronEvent, EventSources
+from uwsgisig.runtime.schedule.timers import ScheduleError
 
 pytestmark = pytest.mark.timeout(30)
 

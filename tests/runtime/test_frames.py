@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from uwsgisig.runtime.frames import FRAME_SIZE, FrameReader, Op, pack
+from uwsgisig.runtime.wire.frames import FRAME_SIZE, FrameReader, Op, pack
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from uwsgisig.errors import SignalNumberError
-from uwsgisig.runtime import fsmon
-from uwsgisig.runtime.fsmon import (
+from uwsgisig.runtime.schedule import fsmon
+from uwsgisig.runtime.schedule.fsmon import (
     WATCH_MASK,
     FileMonitor,
     FileMonitorProtocol,
@@ -22,7 +22,7 @@ from uwsgisig.runtime.fsmon import (
     create_file_monitor,
     inotify_available,
 )
-from uwsgisig.runtime.timers import ScheduleError
+from uwsgisig.runtime.schedule.timers import ScheduleError
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from uwsgisig.runtime.frames import ANY_SIGNAL
 from uwsgisig.runtime.master.held import HELD_LIMIT, HeldSignals
+from uwsgisig.runtime.wire.frames import ANY_SIGNAL
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,11 +8,16 @@ Rules (an import anywhere in a module counts: at the top, in a function, under
 3. nothing under ``uwsgisig/runtime/`` imports ``uwsgisig.platform`` or the API
    modules: ``uwsgisig.signals``, ``uwsgisig.mules``, ``uwsgisig.scheduling``,
    ``uwsgisig.monitoring``, ``uwsgisig.targets`` (the package's own, not
-   ``uwsgisig.runtime.targets``), ``uwsgisig.spooler``, ``uwsgisig.hooks``,
+   ``uwsgisig.runtime.model.targets``), ``uwsgisig.spooler``, ``uwsgisig.hooks``,
    ``uwsgisig.compat``, ``uwsgisig.lowlevel``.
 4. ``uwsgisig/platform/`` never imports ``uwsgisig.runtime.master``.
-5. ``uwsgisig/platform/`` never imports ``uwsgisig.runtime.frames``: it calls
+5. ``uwsgisig/platform/`` never imports ``uwsgisig.runtime.wire.frames``: it calls
    the verbs of the child's link and builds no frame.
+6. the rooms of the runtime import downwards only, in the order
+   ``model -> wire -> schedule -> ipc -> master | child -> runner``: a room may
+   import the rooms before it, never one after it. Here an import under
+   ``TYPE_CHECKING`` does not count: a type named in an annotation costs no
+   import at run time.
 
 Also here: `posix.describe_exit`, the exit statuses in words.
 """
@@ -27,7 +32,7 @@ from typing import NamedTuple
 import pytest
 
 import uwsgisig
-from uwsgisig.runtime.posix import describe_exit
+from uwsgisig.runtime.ipc.posix import describe_exit
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -89,6 +94,19 @@ def imports_in(source: str, path: Path) -> list[Import]:
     return sorted(found, key=lambda found: (found.line, found.module))
 
 
+def runtime_imports_of(path: Path) -> list[Import]:
+    """The imports of ``path`` that run: those under ``if TYPE_CHECKING:`` are left out."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {
+        line
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for child in node.body
+        for line in range(child.lineno, (child.end_lineno or child.lineno) + 1)
+    }
+    return [found for found in imports_of(path) if found.line not in typing_only]
+
+
 def sources(under: str) -> list[Path]:
     return sorted((PACKAGE_ROOT / under).rglob("*.py"))
 
@@ -115,10 +133,43 @@ RULES = [
     pytest.param("platform", ("uwsgisig.runtime.master",), id="platform-never-imports-the-master"),
     pytest.param(
         "platform",
-        ("uwsgisig.runtime.frames",),
+        ("uwsgisig.runtime.wire.frames",),
         id="platform-never-imports-frames",
     ),
 ]
+
+
+ROOMS = ("model", "wire", "schedule", "ipc", "master", "child")
+LATER = {
+    "model": ("wire", "schedule", "ipc", "master", "child"),
+    "wire": ("schedule", "ipc", "master", "child"),
+    "schedule": ("ipc", "master", "child"),
+    "ipc": ("master", "child"),
+    "master": ("child",),
+    "child": ("master",),
+}
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_each_room_imports_only_the_rooms_below_it(room: str) -> None:
+    forbidden = (
+        *(f"uwsgisig.runtime.{later}" for later in LATER[room]),
+        "uwsgisig.runtime.runner",
+    )
+    found = [
+        f"{found.path.relative_to(PACKAGE_ROOT.parent)}:{found.line} imports {found.module}"
+        for path in sources(f"runtime/{room}")
+        for found in runtime_imports_of(path)
+        if names(found.module, forbidden)
+    ]
+    assert found == []
+
+
+def test_the_runtime_package_holds_only_its_rooms_and_the_runner() -> None:
+    top = sorted(path.name for path in (PACKAGE_ROOT / "runtime").glob("*.py"))
+    assert top == ["__init__.py", "handle.py", "runner.py"]
+    rooms = sorted(path.name for path in (PACKAGE_ROOT / "runtime").iterdir() if path.is_dir())
+    assert [room for room in rooms if room != "__pycache__"] == sorted(ROOMS)
 
 
 @pytest.mark.parametrize(("under", "forbidden"), RULES)
@@ -135,9 +186,9 @@ def test_every_layer_has_sources_to_check() -> None:
 def test_relative_imports_resolve_to_absolute_names() -> None:
     router = {found.module for found in imports_of(PACKAGE_ROOT / "runtime/master/router.py")}
     assert {
-        "uwsgisig.runtime.frames",
-        "uwsgisig.runtime.frames.ANY_SIGNAL",
-        "uwsgisig.runtime.table",
+        "uwsgisig.runtime.wire.frames",
+        "uwsgisig.runtime.wire.frames.ANY_SIGNAL",
+        "uwsgisig.runtime.model.table",
         "uwsgisig.runtime.master.held",
         "uwsgisig.runtime.master.peers",
     } <= router
@@ -146,7 +197,7 @@ def test_relative_imports_resolve_to_absolute_names() -> None:
     package = {found.module for found in imports_of(PACKAGE_ROOT / "runtime/child/__init__.py")}
     assert "uwsgisig.runtime.child.loop" in package  # a package's "." is itself
     embedded = {found.module for found in imports_of(PACKAGE_ROOT / "platform/embedded.py")}
-    assert {"uwsgisig.runtime.app", "uwsgisig.runtime.offload"} <= embedded
+    assert {"uwsgisig.runtime.model.app", "uwsgisig.runtime.child.offload"} <= embedded
 
 
 def test_the_checker_sees_a_forbidden_import_wherever_it_is() -> None:

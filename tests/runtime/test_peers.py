@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uwsgisig.runtime.frames import (
+from uwsgisig.runtime.ipc.progress import Progress
+from uwsgisig.runtime.master.peers import Peer, SharedQueue, Slot
+from uwsgisig.runtime.wire.frames import (
     DELIVER_FRAMES,
     FRAME_SIZE,
     RUN_FRAMES,
@@ -23,8 +25,6 @@ from uwsgisig.runtime.frames import (
     Role,
     pack,
 )
-from uwsgisig.runtime.master.peers import Peer, SharedQueue, Slot
-from uwsgisig.runtime.progress import Progress
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -15,7 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uwsgisig.runtime.frames import (
+from uwsgisig.runtime.ipc.progress import Progress
+from uwsgisig.runtime.master.peers import Peer, SharedQueue, Slot
+from uwsgisig.runtime.master.router import Hold, Router, ToQueue, ToSlots, ToWaiter
+from uwsgisig.runtime.model.table import SignalTable
+from uwsgisig.runtime.model.targets import Target, parse_target
+from uwsgisig.runtime.wire.frames import (
     ANY_SIGNAL,
     DELIVER_FRAMES,
     RAISE_FRAMES,
@@ -24,11 +29,6 @@ from uwsgisig.runtime.frames import (
     Role,
     pack,
 )
-from uwsgisig.runtime.master.peers import Peer, SharedQueue, Slot
-from uwsgisig.runtime.master.router import Hold, Router, ToQueue, ToSlots, ToWaiter
-from uwsgisig.runtime.progress import Progress
-from uwsgisig.runtime.table import SignalTable
-from uwsgisig.runtime.targets import Target, parse_target
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uwsgisig.errors import SignalNumberError, UwsgisigError
-from uwsgisig.runtime.timers import (
+from uwsgisig.runtime.schedule.timers import (
     ScheduleError,
     Timer,
     TimerHeap,

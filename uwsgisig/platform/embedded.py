@@ -14,19 +14,20 @@ from ..errors import (
     TargetError,
     check_signal_number,
 )
-from ..runtime import app, offload
-from ..runtime.app import HANDLERS
-from ..runtime.config import FarmSpec, MuleProgram
-from ..runtime.cron import CronSpec
-from ..runtime.events import CronEvent, Event, FileEvent, TimerEvent, encode
-from ..runtime.messages import MessageQueue, PostOffice, as_message
-from ..runtime.process import CURRENT
-from ..runtime.remote import send_remote_signal
-from ..runtime.roles import Role
-from ..runtime.spool import SpoolDir
-from ..runtime.table import TABLE
-from ..runtime.targets import Target, parse_target, target_code
-from ..runtime.timers import TimerKind, check_period
+from ..runtime.child import offload
+from ..runtime.ipc.messages import MessageQueue, PostOffice, as_message
+from ..runtime.ipc.spool import SpoolDir
+from ..runtime.model import app
+from ..runtime.model.app import HANDLERS
+from ..runtime.model.config import FarmSpec, MuleProgram
+from ..runtime.model.process import CURRENT
+from ..runtime.model.roles import Role
+from ..runtime.model.table import TABLE
+from ..runtime.model.targets import Target, parse_target, target_code
+from ..runtime.schedule.cron import CronSpec
+from ..runtime.schedule.events import CronEvent, Event, FileEvent, TimerEvent, encode
+from ..runtime.schedule.timers import TimerKind, check_period
+from ..runtime.wire.remote import send_remote_signal
 
 __all__ = [
     "NAME",

@@ -27,15 +27,16 @@ from ..errors import (
     TargetError,
     check_signal_number,
 )
-from ..runtime import app, offload
-from ..runtime.config import MuleProgram
-from ..runtime.cron import CronSpec
-from ..runtime.events import FileEvent, TimerEvent
-from ..runtime.messages import as_message
-from ..runtime.programs import run_program
-from ..runtime.spool import SPOOL_OK, SPOOL_RETRY
-from ..runtime.targets import parse_target
-from ..runtime.timers import check_period
+from ..runtime.child import offload
+from ..runtime.child.programs import run_program
+from ..runtime.ipc.messages import as_message
+from ..runtime.ipc.spool import SPOOL_OK, SPOOL_RETRY
+from ..runtime.model import app
+from ..runtime.model.config import MuleProgram
+from ..runtime.model.targets import parse_target
+from ..runtime.schedule.cron import CronSpec
+from ..runtime.schedule.events import FileEvent, TimerEvent
+from ..runtime.schedule.timers import check_period
 from . import embedded
 
 __all__ = list(embedded.__all__)  # the same calls as the embedded engine

@@ -4,7 +4,8 @@ It knows nothing of decorators; the public API reaches it through
 `uwsgisig.platform`.
 """
 
-from .config import FarmSpec, RuntimeConfig
-from .runner import ProcessInfo, Runtime, RuntimeHandle
+from .handle import ProcessInfo, RuntimeHandle
+from .model.config import FarmSpec, RuntimeConfig
+from .runner import Runtime
 
 __all__ = ["FarmSpec", "ProcessInfo", "Runtime", "RuntimeConfig", "RuntimeHandle"]

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import socket
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterable
-from types import TracebackType
 
 import attrs
 
-from ..errors import TargetError, UwsgisigError, check_signal_number
-from .app import (
+from ..errors import TargetError
+from .child import run_child
+from .handle import ProcessInfo, RuntimeHandle
+from .ipc.posix import die_with_parent
+from .master import Master
+from .master.listener import address_of, bind_listener
+from .model.app import (
     DECLARED_EVENTS,
     DECLARED_FARMS,
     DECLARED_MULES,
@@ -24,30 +26,15 @@ from .app import (
     POSTFORK_HOOKS,
     import_app,
 )
-from .child import SignalLoop, run_child
-from .config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
-from .link import MasterGone, MasterLink
-from .listener import address_of, bind_listener
-from .master import Master
-from .posix import die_with_parent, kill
-from .process import CURRENT
-from .roles import Role
-from .table import TABLE
+from .model.config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
+from .model.process import CURRENT
+from .model.roles import Role
+from .model.table import TABLE
 
-__all__ = ["ProcessInfo", "Runtime", "RuntimeHandle"]
+__all__ = ["ProcessInfo", "Runtime", "RuntimeHandle", "serve"]
 
 log = logging.getLogger("uwsgisig")
 LOG_FORMAT = "%(asctime)s uwsgisig[%(process)d] %(levelname)s %(message)s"
-
-
-@attrs.frozen
-class ProcessInfo:
-    """One process of a running runtime."""
-
-    role: str  # 'master', 'worker', 'mule' or 'spooler'
-    id: int  # worker or mule id (1-based); 0 for the master and the spooler
-    pid: int  # 0 while the process is being respawned
-    ready: bool  # it ran its post-fork hooks and serves signals
 
 
 class Runtime:
@@ -219,106 +206,3 @@ def configure_logging(log_file: str | None) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-
-
-class RuntimeHandle:
-    """Controls a runtime started with `Runtime.start`: raise, wait, inspect, stop."""
-
-    def __init__(
-        self,
-        pid: int,
-        sock: socket.socket,
-        config: RuntimeConfig,
-        remote_signals: str | None = None,
-    ) -> None:
-        self.pid = pid
-        self.config = config
-        # Where the runtime takes remote signals (HOST:PORT, the port it got), or None.
-        self.remote_signals = remote_signals
-        self._link = MasterLink(sock, send_timeout=config.send_timeout)
-        self._loop = SignalLoop(self._link, [], table=None)
-        self.returncode: int | None = None
-
-    def signal(self, num: int) -> None:
-        """Raise signal ``num`` in the runtime, as a child's ``Signal(num).send()`` would."""
-        self._link.raise_signal(check_signal_number(num))
-
-    def wait(self, num: int | None = None, timeout: float = 10.0) -> int:
-        """Wait for signal ``num`` (or any) routed to a waiting process; raise TimeoutError."""
-        if num is not None:
-            check_signal_number(num)
-        return self._loop.wait(num, timeout)
-
-    def processes(self) -> list[ProcessInfo]:
-        """Every process of the runtime, the master first."""
-        infos = []
-        for frame in self._link.status():
-            role = Role(frame.arg & 0x7F)
-            ready = role == Role.MASTER or bool(frame.arg & 0x80)
-            infos.append(ProcessInfo(role.name.lower(), frame.num, frame.value, ready))
-        return infos
-
-    def pids(self) -> list[int]:
-        """Pids of the master and of every live child."""
-        return [info.pid for info in self.processes() if info.pid]
-
-    def wait_ready(self, timeout: float = 15.0) -> list[ProcessInfo]:
-        """Block until every child has started and run its post-fork hooks."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                infos = self.processes()
-            except (MasterGone, TimeoutError):
-                code = self._reap(timeout=5.0)
-                raise UwsgisigError(
-                    f"the runtime exited (status {code}) before it was ready; its log says why"
-                ) from None
-            if all(info.ready and info.pid for info in infos):
-                return infos
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the runtime was not ready within {timeout:g} s: {infos}")
-            # READY frames go to the master, not to us: ask again shortly.
-            self._link.read(0.01)
-
-    def reload(self) -> None:
-        """Reload the workers gracefully (SIGHUP to the master)."""
-        os.kill(self.pid, signal.SIGHUP)
-
-    def stop(self, timeout: float | None = None) -> int:
-        """Stop the runtime (SIGINT to the master) and wait for it; return its exit status."""
-        if self.returncode is not None:
-            return self.returncode
-        kill(self.pid, signal.SIGINT)
-        limit = self.config.stop_timeout + 5.0 if timeout is None else timeout
-        code = self._reap(limit)
-        if code is None:
-            kill(self.pid, signal.SIGKILL)
-            code = self._reap(None)
-        self._link.sock.close()
-        return code if code is not None else -signal.SIGKILL
-
-    def _reap(self, timeout: float | None) -> int | None:
-        """Wait for the master to exit; return its exit code, None on timeout."""
-        if self.returncode is not None:
-            return self.returncode
-        if timeout is not None:
-            fd = os.pidfd_open(self.pid)
-            try:
-                if not select.select([fd], [], [], timeout)[0]:
-                    return None
-            finally:
-                os.close(fd)
-        _, status = os.waitpid(self.pid, 0)
-        self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def __enter__(self) -> RuntimeHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

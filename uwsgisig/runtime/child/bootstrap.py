@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 
-from ..app import HANDLERS
-from ..link import MasterGone, MasterLink
-from ..posix import STOP_SIGNALS, die_with_parent
-from ..process import CURRENT, ChildSpec
-from ..programs import run_program
-from ..spool import Spooler
+from ..ipc.link import MasterGone, MasterLink
+from ..ipc.posix import STOP_SIGNALS, die_with_parent
+from ..ipc.spool import Spooler
+from ..model.app import HANDLERS
+from ..model.process import CURRENT, ChildSpec
 from .loop import SignalLoop
+from .programs import run_program
 
 __all__ = ["reset_posix_signals", "run_child"]
 

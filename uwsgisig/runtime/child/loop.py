@@ -21,12 +21,12 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..frames import ANY_SIGNAL, Op
-from ..link import MasterLink
-from ..messages import Mailbox, MessageQueue
-from ..offload import deliver, is_call, run_call
-from ..process import CURRENT
-from ..table import SignalTable
+from ..ipc.link import MasterLink
+from ..ipc.messages import Mailbox, MessageQueue
+from ..model.process import CURRENT
+from ..model.table import SignalTable
+from ..wire.frames import ANY_SIGNAL, Op
+from .offload import deliver, is_call, run_call
 
 __all__ = ["SignalLoop", "describe_self"]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from ..frames import RAISE_WINDOW
+from ..wire.frames import RAISE_WINDOW
 
 __all__ = ["CREDIT_BATCH", "Flow", "RAISE_WINDOW"]
 

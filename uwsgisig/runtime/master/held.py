@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from ..frames import ANY_SIGNAL
+from ..wire.frames import ANY_SIGNAL
 
 __all__ = ["HELD_LIMIT", "HeldSignals"]
 

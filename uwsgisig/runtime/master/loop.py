@@ -19,19 +19,19 @@ import socket
 from collections.abc import Callable, Iterable
 
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
-from ..config import RuntimeConfig
-from ..events import Event, EventSources, decode
-from ..frames import FRAME, Op, RegisterError
-from ..listener import RemoteListener
-from ..messages import PostOffice
-from ..posix import STOP_SIGNALS
-from ..process import CURRENT, ChildSpec
-from ..progress import Progress
-from ..roles import Role
-from ..spool import SpoolDir
-from ..table import SignalTable
-from ..targets import Target, target_from_code
+from ..ipc.messages import PostOffice
+from ..ipc.posix import STOP_SIGNALS
+from ..ipc.progress import Progress
+from ..ipc.spool import SpoolDir
+from ..model.config import RuntimeConfig
+from ..model.process import CURRENT, ChildSpec
+from ..model.roles import Role
+from ..model.table import SignalTable
+from ..model.targets import Target, target_from_code
+from ..schedule.events import Event, EventSources, decode
+from ..wire.frames import FRAME, Op, RegisterError
 from .flow import Flow
+from .listener import RemoteListener
 from .peers import Peer, SharedQueue, Slot
 from .router import Router
 from .supervisor import Supervisor

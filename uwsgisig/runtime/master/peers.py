@@ -13,9 +13,9 @@ import socket
 import struct
 import termios
 
-from ..frames import DELIVER_FRAMES, FRAME, FRAME_SIZE, RUN_FRAMES, FrameReader, Op, pack
-from ..progress import ProgressCell
-from ..roles import Role
+from ..ipc.progress import ProgressCell
+from ..model.roles import Role
+from ..wire.frames import DELIVER_FRAMES, FRAME, FRAME_SIZE, RUN_FRAMES, FrameReader, Op, pack
 
 __all__ = ["Peer", "SharedQueue", "Slot"]
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from ..frames import ANY_SIGNAL, FRAME_SIZE, RUN_FRAMES, Op
-from ..table import SignalTable
-from ..targets import Target
+from ..model.table import SignalTable
+from ..model.targets import Target
+from ..wire.frames import ANY_SIGNAL, FRAME_SIZE, RUN_FRAMES, Op
 from .held import HeldSignals
 from .peers import Peer, SharedQueue, Slot
 

@@ -20,8 +20,8 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from ..frames import Op
-from ..posix import STOP_SIGNALS, blocked, describe_exit, kill, kill_group
+from ..ipc.posix import STOP_SIGNALS, blocked, describe_exit, kill, kill_group
+from ..wire.frames import Op
 from .peers import Slot
 
 __all__ = ["Supervisor"]

@@ -18,8 +18,8 @@ import socket
 import time
 from collections import deque
 
-from ..errors import SignalAlreadyRegisteredError, SignalQueueFullError, TargetError
-from .frames import (
+from ...errors import SignalAlreadyRegisteredError, SignalQueueFullError, TargetError
+from ..wire.frames import (
     RAISE_FRAMES,
     RAISE_WINDOW,
     Frame,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import attrs
 
-from ..errors import TargetError
-from .listener import parse_listen_address
+from ...errors import TargetError
+from .addresses import parse_listen_address
 
 __all__ = ["FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
 

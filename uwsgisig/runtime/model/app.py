@@ -13,13 +13,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..errors import TargetError
+from ...errors import TargetError
 from .config import FarmSpec, MuleProgram
-from .events import Event
+
+if TYPE_CHECKING:  # the model is imported by every layer above it, never the reverse
+    from ..schedule.events import Event
 
 __all__ = [
     "DECLARED_EVENTS",

@@ -14,14 +14,14 @@ use up its descriptors.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import select
 import socket
 import time
 from collections.abc import Callable
 
-from .remote import UWSGI_SIGNAL_MODIFIER
+from ..model.addresses import is_loopback, parse_listen_address
+from ..wire.remote import UWSGI_SIGNAL_MODIFIER
 
 __all__ = [
     "ACCEPTED",
@@ -53,38 +53,6 @@ READ_SIZE = 65536
 # Reads of leftover input before a close: a socket closed with unread input
 # sends a reset instead of an end of stream.
 DRAIN_READS = 4
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or an address in 127.0.0.0/8 or ::1."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_listen_address(address: str, allow_any: bool = False) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` too; port 0 picks a free port).
-
-    A host that is not a loopback address is refused unless ``allow_any``:
-    whoever reaches the port can raise any signal.
-    """
-    host, sep, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(
-            f"invalid remote signals address {address!r}: write HOST:PORT, e.g. '127.0.0.1:3031'"
-        )
-    if not allow_any and not is_loopback(host):
-        raise ValueError(
-            f"refusing to listen for remote signals on {address!r}: {host} is not a loopback "
-            "address (127.0.0.0/8, ::1, localhost) and any host that reaches it could raise "
-            "signals here; allow it with remote_signals_any=True (--remote-signals-any)"
-        )
-    return host, int(port)
 
 
 def bind_listener(address: str, allow_any: bool = False) -> socket.socket:

@@ -14,8 +14,8 @@ import reprlib
 from collections.abc import Callable
 from typing import Any
 
-from .app import HANDLERS
-from .messages import as_message
+from ..ipc.messages import as_message
+from ..model.app import HANDLERS
 
 __all__ = ["OFFLOADED", "CALL_PREFIX", "deliver", "is_call", "pack_call", "register", "run_call"]
 

@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .frames import Op
+from ..wire.frames import Op
 
 if TYPE_CHECKING:
-    from .child.loop import SignalLoop
+    from ..child.loop import SignalLoop
 
 __all__ = [
     "SPOOL_IGNORE",

@@ -19,7 +19,7 @@ import select
 import socket
 import time
 
-from ..errors import MessageQueueFullError, MessageTooLargeError, TargetError
+from ...errors import MessageQueueFullError, MessageTooLargeError, TargetError
 
 __all__ = ["MAX_MESSAGE_SIZE", "Mailbox", "MessageQueue", "PostOffice", "as_message"]
 

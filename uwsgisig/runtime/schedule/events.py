@@ -18,7 +18,7 @@ from datetime import datetime
 
 import attrs
 
-from ..errors import ScheduleError, check_signal_number
+from ...errors import ScheduleError, check_signal_number
 from .cron import CronSpec, CronTable, local_now
 from .fsmon import FileMonitor, PollingFileMonitor, check_path, create_file_monitor
 from .timers import Timer, TimerHeap, TimerKind, check_iterations, check_period

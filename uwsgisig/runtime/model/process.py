@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .config import MuleProgram, RuntimeConfig
-from .messages import Mailbox, PostOffice
-from .progress import ProgressCell
 from .roles import Role
-from .spool import SpoolDir
 from .table import SignalTable
 
-if TYPE_CHECKING:
-    from .child import SignalLoop
+if TYPE_CHECKING:  # the model is imported by every layer above it, never the reverse
+    from ..child import SignalLoop
+    from ..ipc.messages import Mailbox, PostOffice
+    from ..ipc.progress import ProgressCell
+    from ..ipc.spool import SpoolDir
 
 __all__ = ["CURRENT", "ChildSpec", "ProcessState"]
 

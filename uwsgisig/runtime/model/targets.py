@@ -13,7 +13,7 @@ from typing import Literal
 
 import attrs
 
-from ..errors import TargetError
+from ...errors import TargetError
 
 __all__ = [
     "ALLOWED_FORMS",

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import SignalAlreadyRegisteredError, check_signal_number
+from ...errors import SignalAlreadyRegisteredError, check_signal_number
 from .targets import Target
 
 __all__ = ["Entry", "Handler", "SignalTable", "TABLE"]

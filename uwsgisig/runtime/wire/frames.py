@@ -17,7 +17,7 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .roles import Role
+from ..model.roles import Role
 
 __all__ = [
     "ANY_SIGNAL",

@@ -34,7 +34,7 @@ import time
 
 import attrs
 
-from ..errors import ScheduleError, check_signal_number
+from ...errors import ScheduleError, check_signal_number
 
 __all__ = [
     "ScheduleError",

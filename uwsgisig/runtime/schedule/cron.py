@@ -66,7 +66,7 @@ from typing import Final, cast
 
 import attrs
 
-from ..errors import ScheduleError, check_signal_number
+from ...errors import ScheduleError, check_signal_number
 
 __all__ = [
     "BACKWARD_RESET",

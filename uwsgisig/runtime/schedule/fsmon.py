@@ -35,7 +35,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import MonitorPathError, ScheduleError, check_signal_number
+from ...errors import MonitorPathError, ScheduleError, check_signal_number
 from .timers import check_period
 
 try:

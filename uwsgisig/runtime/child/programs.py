@@ -13,8 +13,8 @@ import logging
 import runpy
 from collections.abc import Callable
 
-from .config import MuleProgram
-from .link import MasterGone
+from ..ipc.link import MasterGone
+from ..model.config import MuleProgram
 
 __all__ = ["load_body", "run_program"]
 
