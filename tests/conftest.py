@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from uwsgisig import Runtime, RuntimeHandle, signals
-from uwsgisig.runtime.child import offload
-from uwsgisig.runtime.model import app as app_declarations
-from uwsgisig.runtime.model.process import CURRENT, ProcessState
-from uwsgisig.runtime.model.table import TABLE
+from uwsgisig import Runtime, RuntimeHandle
+from uwsgisig.runtime.model.app import DECLARED
+from uwsgisig.runtime.model.process import CURRENT
 
 PREAMBLE = """
 import os
@@ -154,19 +152,8 @@ class App:
 def fresh_state() -> Iterator[None]:
     """Each test starts with an empty signal table and no declarations."""
     yield
-    TABLE.clear()
-    signals.REGISTERED_SIGNALS.clear()
-    signals._taken.clear()
-    app_declarations.DECLARED_MULES.clear()
-    app_declarations.DECLARED_FARMS.clear()
-    app_declarations.POSTFORK_HOOKS.clear()
-    app_declarations.DECLARED_EVENTS.clear()
-    app_declarations.DECLARED_PROGRAMS.clear()
-    app_declarations.HANDLERS.message = None
-    app_declarations.HANDLERS.spool = None
-    offload.OFFLOADED.clear()
-    for field in ProcessState.__attrs_attrs__:  # type: ignore[attr-defined]
-        setattr(CURRENT, field.name, getattr(ProcessState(), field.name))
+    DECLARED.reset()
+    CURRENT.reset()
 
 
 @pytest.fixture

@@ -200,7 +200,7 @@ def test_bad_mule_loops_are_refused():
     assert Mule(2, loop=main).id == 2
     with pytest.raises(TargetError, match="mule 2 already runs"):
         Mule(2, loop=other)
-    assert set(declarations.DECLARED_PROGRAMS) == {1, 2}
+    assert set(declarations.DECLARED.programs) == {1, 2}
 
 
 def test_loops_are_declared_before_fork_only():

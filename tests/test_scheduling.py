@@ -267,4 +267,4 @@ def test_existing_signal_as_target_gets_the_event_and_no_decorator():
     assert register_timer(5, target=signal) is None
     assert register_cron(hour=-2, target=signal) is None
     assert register_file_monitor(os.getcwd(), target=signal) is None
-    assert [event.signum for event in app.DECLARED_EVENTS] == [50, 50, 50]
+    assert [event.signum for event in app.DECLARED.events] == [50, 50, 50]

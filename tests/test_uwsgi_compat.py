@@ -19,7 +19,7 @@ from tests.servers import start_uwsgi
 from uwsgisig import compat
 from uwsgisig.cli import build_parser
 from uwsgisig.runtime.ipc.spool import SpoolDir
-from uwsgisig.runtime.model.app import HANDLERS
+from uwsgisig.runtime.model.app import DECLARED
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -268,14 +268,14 @@ def test_a_spool_handler_gets_uwsgi_jobs_and_any_non_int_answer_means_retry(answ
 
     uwsgi.spooler = handler
     assert uwsgi.spooler is handler
-    assert HANDLERS.spool is not None
+    assert DECLARED.spool_handler is not None
     job = {"name": "alpha", "data": b"\xff", "spooler_task_name": "/spool/job-1", "body": b"b"}
-    assert HANDLERS.spool(job) == expected
+    assert DECLARED.spool_handler(job) == expected
     assert jobs == [
         {b"name": b"alpha", b"data": b"\xff", "spooler_task_name": b"/spool/job-1", "body": b"b"}
     ]
     del uwsgi.spooler
-    assert HANDLERS.spool is None
+    assert DECLARED.spool_handler is None
 
 
 def test_setting_the_mule_message_hook_hands_it_to_the_runtime():
@@ -284,9 +284,9 @@ def test_setting_the_mule_message_hook_hands_it_to_the_runtime():
     def hook(message: bytes) -> None: ...
 
     uwsgi.mule_msg_hook = hook
-    assert HANDLERS.message is hook
+    assert DECLARED.message_hook is hook
     compat.uninstall()
-    assert HANDLERS.message is None
+    assert DECLARED.message_hook is None
 
 
 SPOOL_APP = (

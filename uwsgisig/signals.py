@@ -52,6 +52,14 @@ REGISTERED_SIGNALS: dict[int, SignalDescription] = {}
 _taken: set[int] = set()
 
 
+def _forget_registrations() -> None:
+    REGISTERED_SIGNALS.clear()
+    _taken.clear()
+
+
+platform.on_reset(_forget_registrations)
+
+
 def get_available_num() -> int:
     """Return the lowest signal number neither registered nor taken by a `Signal`.
 

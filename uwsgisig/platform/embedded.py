@@ -18,7 +18,7 @@ from ..runtime.child import offload
 from ..runtime.ipc.messages import MessageQueue, PostOffice, as_message
 from ..runtime.ipc.spool import SpoolDir
 from ..runtime.model import app
-from ..runtime.model.app import HANDLERS
+from ..runtime.model.app import DECLARED
 from ..runtime.model.config import FarmSpec, MuleProgram
 from ..runtime.model.process import CURRENT
 from ..runtime.model.roles import Role
@@ -56,6 +56,7 @@ __all__ = [
     "mule_id",
     "mule_msg",
     "numproc",
+    "on_reset",
     "options",
     "parse_target",
     "register_offload",
@@ -71,6 +72,11 @@ __all__ = [
 ]
 
 NAME = "embedded"
+
+
+def on_reset(hook: Callable[[], object]) -> None:
+    """Call ``hook`` whenever the runtime's declarations are reset (the API's registry)."""
+    DECLARED.on_reset(hook)
 
 
 def register_signal(num: int, who: str, handler: Callable[[int], Any]) -> None:
@@ -196,7 +202,7 @@ def declare_farm(name: str, mules: tuple[int, ...]) -> None:
 
 def add_postfork_hook(hook: Callable[[], object]) -> None:
     """Run ``hook`` in every child right after fork."""
-    app.POSTFORK_HOOKS.append(hook)
+    app.DECLARED.postfork_hooks.append(hook)
 
 
 def add_timer(signum: int, seconds: float) -> None:
@@ -269,7 +275,7 @@ def check_monitor_path(path: str | os.PathLike[str]) -> None:
 def _add_event(event: Event) -> None:
     """Before fork the master arms the event when it starts; after fork a child asks it."""
     if CURRENT.loop is None:
-        app.DECLARED_EVENTS.append(event)
+        app.DECLARED.events.append(event)
         return
     if not CURRENT.loop.link.add_event(event.signum, encode(event)):
         raise ScheduleError(f"the master could not arm {event} (its log says why)")
@@ -362,7 +368,7 @@ def set_message_hook(hook: Callable[[bytes], object] | None) -> None:
     """Run ``hook(message)`` in a mule's default loop for each message that is not a call."""
     if hook is not None and not callable(hook):
         raise TypeError(f"a message hook must be callable, not {hook!r}")
-    HANDLERS.message = hook
+    DECLARED.message_hook = hook
 
 
 def register_offload(func: Callable[..., Any]) -> str:
@@ -395,7 +401,7 @@ def declare_program(mule: int | None, body: Callable[[], object] | str) -> int:
             "a mule's loop is declared in the app module, before the runtime forks"
         )
     if mule is None:
-        known = [CURRENT.config.mule_count, *app.DECLARED_MULES]
+        known = [CURRENT.config.mule_count, *app.DECLARED.mules]
         mule = max(known) + 1
     app.declare_program(MuleProgram(mule, body))
     return mule
@@ -442,4 +448,4 @@ def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> Non
     """Run ``handler(job)`` in the spooler for each job; None or SPOOL_OK means done."""
     if handler is not None and not callable(handler):
         raise TypeError(f"a spool handler must be callable, not {handler!r}")
-    HANDLERS.spool = handler
+    DECLARED.spool_handler = handler

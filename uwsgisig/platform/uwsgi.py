@@ -44,6 +44,7 @@ __all__ = list(embedded.__all__)  # the same calls as the embedded engine
 # Checks of arguments alone: uWSGI takes whatever the embedded engine takes.
 check_cron = embedded.check_cron
 check_monitor_path = embedded.check_monitor_path
+on_reset = embedded.on_reset
 
 NAME = "uwsgi"
 
@@ -153,7 +154,7 @@ def declare_farm(name: str, mules: tuple[int, ...]) -> None:
 
 def add_postfork_hook(hook: Callable[[], object]) -> None:
     """Run ``hook`` in every child right after fork (uWSGI's ``post_fork_hook``)."""
-    if not app.POSTFORK_HOOKS:
+    if not app.DECLARED.postfork_hooks:
         _chain_post_fork_hook()
     embedded.add_postfork_hook(hook)
 
@@ -165,7 +166,7 @@ def _chain_post_fork_hook() -> None:
     def run_hooks() -> None:
         if previous is not None:
             previous()
-        for hook in app.POSTFORK_HOOKS:
+        for hook in app.DECLARED.postfork_hooks:
             hook()
 
     uwsgi.post_fork_hook = run_hooks

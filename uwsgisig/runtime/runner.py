@@ -18,14 +18,7 @@ from .handle import ProcessInfo, RuntimeHandle
 from .ipc.posix import die_with_parent
 from .master import Master
 from .master.listener import address_of, bind_listener
-from .model.app import (
-    DECLARED_EVENTS,
-    DECLARED_FARMS,
-    DECLARED_MULES,
-    DECLARED_PROGRAMS,
-    POSTFORK_HOOKS,
-    import_app,
-)
+from .model.app import DECLARED, import_app
 from .model.config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
 from .model.process import CURRENT
 from .model.roles import Role
@@ -147,9 +140,9 @@ def serve(
     master = Master(
         config,
         TABLE,
-        hooks=POSTFORK_HOOKS,
+        hooks=DECLARED.postfork_hooks,
         child_main=run_child,
-        events=DECLARED_EVENTS,
+        events=DECLARED.events,
         controller=controller,
         listening=listening,
     )
@@ -167,11 +160,11 @@ def listen_for_remote_signals(config: RuntimeConfig) -> socket.socket | None:
 def with_declarations(config: RuntimeConfig) -> RuntimeConfig:
     """Add the mules and farms the app declared to those of the command line."""
     farms = {farm.name: farm for farm in config.farms}
-    for farm in DECLARED_FARMS.values():
+    for farm in DECLARED.farms.values():
         farms.setdefault(farm.name, farm)
-    mules = max([config.mules, *DECLARED_MULES])
+    mules = max([config.mules, *DECLARED.mules])
     programs = {program.mule: program for program in config.programs}
-    for program in DECLARED_PROGRAMS.values():
+    for program in DECLARED.programs.values():
         known = programs.setdefault(program.mule, program)
         if known != program:
             raise TargetError(

@@ -8,7 +8,7 @@ import signal
 from ..ipc.link import MasterGone, MasterLink
 from ..ipc.posix import STOP_SIGNALS, die_with_parent
 from ..ipc.spool import Spooler
-from ..model.app import HANDLERS
+from ..model.app import DECLARED
 from ..model.process import CURRENT, ChildSpec
 from .loop import SignalLoop
 from .programs import run_program
@@ -41,7 +41,7 @@ def run_child(spec: ChildSpec) -> int:
         if spec.program is not None:
             return run_program(spec.program)
         if spec.spool is not None:
-            Spooler(spec.spool, HANDLERS.spool, spec.config.spooler_frequency).serve(loop)
+            Spooler(spec.spool, DECLARED.spool_handler, spec.config.spooler_frequency).serve(loop)
         else:
             loop.serve_forever()
     except MasterGone:

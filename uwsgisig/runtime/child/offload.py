@@ -15,14 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ipc.messages import as_message
-from ..model.app import HANDLERS
+from ..model.app import DECLARED
 
-__all__ = ["OFFLOADED", "CALL_PREFIX", "deliver", "is_call", "pack_call", "register", "run_call"]
+__all__ = ["CALL_PREFIX", "deliver", "is_call", "pack_call", "register", "run_call"]
 
 log = logging.getLogger("uwsgisig")
 
 CALL_PREFIX = b"\x00uwsgisig-call\x00"
-OFFLOADED: dict[str, Callable[..., Any]] = {}
 
 _short = reprlib.Repr()
 _short.maxstring = 60
@@ -37,10 +36,10 @@ def function_name(func: Callable[..., Any]) -> str:
 def register(func: Callable[..., Any]) -> str:
     """Make ``func`` callable from a mule message; return its name."""
     name = function_name(func)
-    known = OFFLOADED.get(name)
+    known = DECLARED.offloaded.get(name)
     if known is not None and known is not func:
         raise ValueError(f"another function is already offloaded as {name!r}")
-    OFFLOADED[name] = func
+    DECLARED.offloaded[name] = func
     return name
 
 
@@ -61,7 +60,7 @@ def run_call(message: bytes, where: str) -> None:
     except Exception:
         log.exception("an offloaded call to %s could not be unpickled", where)
         return
-    func = OFFLOADED.get(name)
+    func = DECLARED.offloaded.get(name)
     call = f"{name}(*{_short.repr(args)}, **{_short.repr(kwargs)})"
     if func is None:
         log.error(
@@ -82,7 +81,7 @@ def deliver(message: bytes, where: str) -> None:
     if is_call(message):
         run_call(message, where)
         return
-    hook = HANDLERS.message
+    hook = DECLARED.message_hook
     if hook is None:
         log.warning(
             "%s has no message hook: a %d-byte message is discarded "

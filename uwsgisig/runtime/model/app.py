@@ -19,65 +19,86 @@ import attrs
 
 from ...errors import TargetError
 from .config import FarmSpec, MuleProgram
+from .table import TABLE
 
 if TYPE_CHECKING:  # the model is imported by every layer above it, never the reverse
     from ..schedule.events import Event
 
 __all__ = [
-    "DECLARED_EVENTS",
-    "DECLARED_FARMS",
-    "DECLARED_MULES",
-    "DECLARED_PROGRAMS",
-    "HANDLERS",
-    "POSTFORK_HOOKS",
-    "AppHandlers",
+    "DECLARED",
+    "Declarations",
     "declare_farm",
     "declare_mule",
     "declare_program",
     "import_app",
 ]
 
-DECLARED_MULES: set[int] = set()
-DECLARED_FARMS: dict[str, FarmSpec] = {}
-POSTFORK_HOOKS: list[Callable[[], object]] = []
-DECLARED_EVENTS: list[Event] = []  # timers, crons and file monitors, armed when the master starts
-DECLARED_PROGRAMS: dict[int, MuleProgram] = {}  # mules that run a loop of their own
-
 
 @attrs.define
-class AppHandlers:
-    """The app's handlers of things that are not signals."""
+class Declarations:
+    """What the app declared while it was imported: one object, one `reset`.
 
+    The master imports the app before it forks, so every child starts with
+    the same declarations. Besides the process identity (`process.CURRENT`),
+    this is the only state the runtime keeps in module globals.
+    """
+
+    mules: set[int] = attrs.field(factory=set)  # mule ids asked for
+    farms: dict[str, FarmSpec] = attrs.field(factory=dict)
+    postfork_hooks: list[Callable[[], object]] = attrs.field(factory=list)
+    # Timers, crons and file monitors, armed when the master starts.
+    events: list[Event] = attrs.field(factory=list)
+    programs: dict[int, MuleProgram] = attrs.field(factory=dict)  # mules with a loop of their own
+    # Offloadable functions by their module:qualname.
+    offloaded: dict[str, Callable[..., Any]] = attrs.field(factory=dict)
     # Called with each message a mule's default loop takes that is not an offloaded call.
-    message: Callable[[bytes], object] | None = None
+    message_hook: Callable[[bytes], object] | None = None
     # Called with each spool job; returns None or SPOOL_OK when the job is done.
-    spool: Callable[[dict[str, Any]], object] | None = None
+    spool_handler: Callable[[dict[str, Any]], object] | None = None
+    # What layers above the runtime keep about the same declarations (the API's
+    # registry of signals): cleared with everything else.
+    _reset_hooks: list[Callable[[], object]] = attrs.field(factory=list)
+
+    def on_reset(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` at every `reset` (for state kept outside the runtime)."""
+        self._reset_hooks.append(hook)
+
+    def reset(self) -> None:
+        """Forget every declaration and every signal handler (tests, a fresh runtime)."""
+        hooks = self._reset_hooks
+        fresh = Declarations()
+        for field in attrs.fields(Declarations):
+            setattr(self, field.name, getattr(fresh, field.name))
+        self._reset_hooks = hooks
+        TABLE.clear()
+        for hook in hooks:
+            hook()
 
 
-HANDLERS = AppHandlers()
+DECLARED = Declarations()
 
 
 def declare_mule(mule_id: int) -> None:
     """Ask for mule ``mule_id`` (and so mules 1..mule_id) to be started."""
-    DECLARED_MULES.add(mule_id)
+    DECLARED.mules.add(mule_id)
 
 
 def declare_farm(farm: FarmSpec) -> None:
     """Ask for farm ``farm`` to be started; the same farm may be declared again."""
-    known = DECLARED_FARMS.get(farm.name)
+    known = DECLARED.farms.get(farm.name)
     if known is not None and known != farm:
         raise TargetError(
             f"farm {farm.name!r} is declared with mules {known.mules} and {farm.mules}"
         )
-    DECLARED_FARMS[farm.name] = farm
+    DECLARED.farms[farm.name] = farm
 
 
 def declare_program(program: MuleProgram) -> None:
     """Ask for mule ``program.mule`` to run ``program.body`` instead of the signal loop."""
-    known = DECLARED_PROGRAMS.get(program.mule)
+    known = DECLARED.programs.get(program.mule)
     if known is not None and known != program:
         raise TargetError(f"mule {program.mule} already runs {known.describe()}")
-    DECLARED_PROGRAMS[program.mule] = program
+    DECLARED.programs[program.mule] = program
     declare_mule(program.mule)
 
 
