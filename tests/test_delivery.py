@@ -368,3 +368,42 @@ def test_sigterm_to_the_process_group_stops_at_once_without_respawning(tmp_path)
     text = log.read_text()
     assert "respawning" not in text
     assert "killing it" not in text
+
+
+def test_signals_raised_just_before_a_child_dies_are_all_delivered(start_app):
+    # send() returned: each signal is in the master's queue (the child's ring),
+    # even though the raiser exits the next instant without a word to anyone.
+    app = start_app(
+        """
+        @Signal(20).register_handler(target="worker1")
+        def raise_and_die(num):
+            for _ in range(5000):
+                Signal(21).send()
+            os._exit(0)
+
+        @Signal(21).register_handler(target="mule1")
+        def counted(num):
+            record("got", num)
+        """,
+        mules=1,
+    )
+    app.handle.signal(20)
+    got = app.wait_records("got", 5000, timeout=60)
+    assert len(got) == 5000
+    wait_for(lambda: "worker 1 (pid" in app.log.read_text(), 10, "worker 1 respawned")
+
+
+def test_thousands_of_lone_signals_each_wake_the_sleeping_master(start_app):
+    # Each ping finds the master asleep or about to sleep: the bell rule of
+    # ipc/rings.py must wake it every time, or a wait below times out.
+    app = start_app(
+        """
+        @Signal(30).register_handler(target="worker")
+        def ping(num):
+            Signal(201).send()
+        """,
+        workers=2,
+    )
+    for _ in range(3000):
+        app.handle.signal(30)
+        assert app.handle.wait(201, timeout=10) == 201

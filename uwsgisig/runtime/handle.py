@@ -15,6 +15,7 @@ from ..errors import UwsgisigError, check_signal_number
 from .child import SignalLoop
 from .ipc.link import MasterGone, MasterLink
 from .ipc.posix import kill
+from .ipc.rings import Ring
 from .model.config import RuntimeConfig
 from .model.roles import Role
 
@@ -40,12 +41,13 @@ class RuntimeHandle:
         sock: socket.socket,
         config: RuntimeConfig,
         remote_signals: str | None = None,
+        ring: Ring | None = None,
     ) -> None:
         self.pid = pid
         self.config = config
         # Where the runtime takes remote signals (HOST:PORT, the port it got), or None.
         self.remote_signals = remote_signals
-        self._link = MasterLink(sock, send_timeout=config.send_timeout)
+        self._link = MasterLink(sock, send_timeout=config.send_timeout, ring=ring)
         self._loop = SignalLoop(self._link, [], table=None)
         self.returncode: int | None = None
 

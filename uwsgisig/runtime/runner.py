@@ -16,6 +16,7 @@ from ..errors import TargetError
 from .child import run_child
 from .handle import ProcessInfo, RuntimeHandle
 from .ipc.posix import die_with_parent
+from .ipc.rings import Rings
 from .master import Master
 from .master.listener import address_of, bind_listener
 from .model.app import DECLARED, import_app
@@ -94,13 +95,20 @@ class Runtime:
         # Bound here, so a bad address fails in the caller and the handle knows the port.
         listening = listen_for_remote_signals(self.config)
         parent_end, master_end = socket.socketpair()
+        rings = Rings(1)  # the handle's frames to the master, shared across the fork
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 parent_end.close()
                 die_with_parent(signal.SIGTERM)
-                code = serve(self.app, self.config, controller=master_end, listening=listening)
+                code = serve(
+                    self.app,
+                    self.config,
+                    controller=master_end,
+                    controller_rings=rings,
+                    listening=listening,
+                )
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -110,7 +118,9 @@ class Runtime:
         if listening is not None:
             remote = address_of(listening)
             listening.close()  # the master has its own copy
-        handle = RuntimeHandle(pid, parent_end, self.config, remote_signals=remote)
+        handle = RuntimeHandle(
+            pid, parent_end, self.config, remote_signals=remote, ring=rings.ring(0)
+        )
         try:
             handle.wait_ready(ready_timeout)
         except BaseException:
@@ -124,6 +134,7 @@ def serve(
     config: RuntimeConfig,
     controller: socket.socket | None,
     listening: socket.socket | None = None,
+    controller_rings: Rings | None = None,
 ) -> int:
     """Be the master: listen, import the app, check it, fork, and loop."""
     configure_logging(config.log_file)
@@ -144,6 +155,7 @@ def serve(
         child_main=run_child,
         events=DECLARED.events,
         controller=controller,
+        controller_rings=controller_rings,
         listening=listening,
     )
     check_targets(master)

@@ -22,7 +22,9 @@ def run_child(spec: ChildSpec) -> int:
     die_with_parent(signal.SIGKILL)
     if os.getppid() != spec.masterpid:
         return 0  # the master died before the line above: nobody would read us
-    link = MasterLink(spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress)
+    link = MasterLink(
+        spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress, ring=spec.ring
+    )
     loop = SignalLoop(link, spec.queues, spec.table, spec.mailbox)
     CURRENT.role = spec.role
     CURRENT.id = spec.id

@@ -20,6 +20,7 @@ from collections import deque
 
 from ...errors import SignalAlreadyRegisteredError, SignalQueueFullError, TargetError
 from ..wire.frames import (
+    BELL_FRAME,
     RAISE_FRAMES,
     RAISE_WINDOW,
     Frame,
@@ -30,6 +31,7 @@ from ..wire.frames import (
     pack_payload,
 )
 from .progress import ProgressCell
+from .rings import Ring
 
 __all__ = ["MasterGone", "MasterLink"]
 
@@ -45,7 +47,9 @@ class MasterLink:
     """Frames to and from the master over one blocking socket.
 
     ``progress`` is the child's cell (None for the controller, whose frames
-    nobody has to give to a successor).
+    nobody has to give to a successor). With a ``ring`` (a child's), frames to
+    the master go into it and the socket carries only a BELL when the master
+    sleeps; without one (the controller) they go through the socket.
     """
 
     def __init__(
@@ -54,8 +58,11 @@ class MasterLink:
         *,
         send_timeout: float,
         progress: ProgressCell | None = None,
+        ring: Ring | None = None,
     ) -> None:
         self.sock = sock
+        self._ring = ring
+        self._head = ring.head if ring is not None else 0
         self.send_timeout = send_timeout
         self.progress = progress
         self.credit = RAISE_WINDOW
@@ -80,12 +87,8 @@ class MasterLink:
         if not self.credit:
             self._wait_for_credit(num)
         # Written at once, never buffered here: once this returns, the signal is
-        # in the master's socket and survives this process. (A blocking send of
-        # 8 bytes on a stream socket writes them all, so no sendall loop.)
-        try:
-            self.sock.send(RAISE_FRAMES[num])
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise MasterGone() from exc
+        # in the master's ring (or socket) and survives this process.
+        self._write(RAISE_FRAMES[num])
         self.credit -= 1
 
     def take(self) -> tuple[int, int]:
@@ -147,11 +150,32 @@ class MasterLink:
         """Send one frame that needs no credit."""
         self._write(pack(op, num, value, arg))
 
-    def _write(self, frame: bytes) -> None:
+    def _write(self, frames: bytes) -> None:
+        ring = self._ring
         try:
-            self.sock.sendall(frame)
+            if ring is None:
+                self.sock.sendall(frames)
+                return
+            head = self._head
+            if ring.room(head) < len(frames):
+                self._wait_for_room(ring, head, len(frames))
+            master_sleeps = ring.publish(head, frames)
+            self._head = head + len(frames)
+            if master_sleeps:
+                self.sock.send(BELL_FRAME)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise MasterGone() from exc
+
+    def _wait_for_room(self, ring: Ring, head: int, size: int) -> None:
+        """The ring is full: the master reads it on every pass, so room comes soon."""
+        deadline = time.monotonic() + self.send_timeout
+        while ring.room(head) < size:
+            if time.monotonic() > deadline:
+                raise SignalQueueFullError(
+                    f"the master read nothing from this process for {self.send_timeout:g} s"
+                )
+            self.sock.send(BELL_FRAME)  # in case it sleeps
+            self.read(0.001)
 
     def _wait_for_credit(self, num: int) -> None:
         deadline = time.monotonic() + self.send_timeout

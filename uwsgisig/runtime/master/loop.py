@@ -22,6 +22,7 @@ from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, T
 from ..ipc.messages import PostOffice
 from ..ipc.posix import STOP_SIGNALS
 from ..ipc.progress import Progress
+from ..ipc.rings import Rings
 from ..ipc.spool import SpoolDir
 from ..model.config import RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
@@ -63,6 +64,7 @@ class Master:
         child_main: Callable[[ChildSpec], int],
         events: Iterable[Event] = (),
         controller: socket.socket | None = None,
+        controller_rings: Rings | None = None,
         listening: socket.socket | None = None,
     ) -> None:
         self.config = config
@@ -77,18 +79,17 @@ class Master:
         self._graceful = False
         count = config.workers + config.mule_count + (1 if config.spooler else 0)
         self.progress = Progress(count)
-        cells = iter(range(count))
-        self.workers = [
-            Slot(Role.WORKER, i, self.progress.cell(next(cells)))
-            for i in range(1, config.workers + 1)
-        ]
-        self.mules = [
-            Slot(Role.MULE, i, self.progress.cell(next(cells)))
-            for i in range(1, config.mule_count + 1)
-        ]
-        self.spooler = (
-            Slot(Role.SPOOLER, 0, self.progress.cell(next(cells))) if config.spooler else None
-        )
+        self.rings = Rings(count)
+        self._rings_were_busy = False
+        indexes = iter(range(count))
+
+        def slot(role: Role, ident: int) -> Slot:
+            index = next(indexes)
+            return Slot(role, ident, self.progress.cell(index), self.rings.ring(index))
+
+        self.workers = [slot(Role.WORKER, i) for i in range(1, config.workers + 1)]
+        self.mules = [slot(Role.MULE, i) for i in range(1, config.mule_count + 1)]
+        self.spooler = slot(Role.SPOOLER, 0) if config.spooler else None
         self.slots = [*self.workers, *self.mules, *([self.spooler] if self.spooler else [])]
         self.worker_queue = SharedQueue("workers")
         self.mule_queue = SharedQueue("mules")
@@ -96,8 +97,14 @@ class Master:
         self.queues = [self.worker_queue, self.mule_queue, *self.farm_queues]
         self.post = PostOffice(config.mule_count, {farm.name: farm.mules for farm in config.farms})
         self.spool = SpoolDir(config.spool_dir) if config.spool_dir is not None else None
-        self.controller = Peer(controller) if controller is not None else None
+        self.controller = (
+            Peer(controller, controller_rings.ring(0) if controller_rings else None)
+            if controller is not None
+            else None
+        )
         self.peers: list[Peer] = [*self.slots, *([self.controller] if self.controller else [])]
+        self._ringed = [peer for peer in self.peers if peer.ring is not None]
+        self._ring_sets = [self.rings, *([controller_rings] if controller_rings else [])]
         self._dirty: set[Peer | SharedQueue] = set()
         self.router = Router(
             table,
@@ -149,6 +156,7 @@ class Master:
             Op.PAYLOAD: self._on_payload,
             Op.ADD_EVENT: self._on_add_event,
             Op.SPOOLED: self._on_spooled,
+            Op.BELL: self._on_bell,
         }
 
     # ---------------------------------------------------------------- life
@@ -188,7 +196,7 @@ class Master:
         )
 
     def _serve_once(self) -> None:
-        for fd, events in self._poll.poll(self._poll_timeout()):
+        for fd, events in self._poll.poll(self._sleep_timeout()):
             on_ready = self._on_ready.get(fd)
             if on_ready is not None:
                 on_ready(events)
@@ -196,6 +204,8 @@ class Master:
                 self._route_all(self.events.read_monitor())
             elif self.remote is not None and self.remote.owns(fd):
                 self.remote.ready(fd, events)
+        self._set_sleeping(False)
+        self._read_rings()
         self._route_all(self.events.due())
         if self.remote is not None:
             self.remote.expire()
@@ -207,6 +217,37 @@ class Master:
             self.remote.close()  # no peer waits on us while the children stop
         self.supervisor.stop(graceful=self._graceful)
         self.events.close()
+
+    def _sleep_timeout(self) -> int | None:
+        """How long poll may block: not at all while a child's ring holds frames.
+
+        ``sleeping`` is set before the last look at the rings, so a child that
+        publishes after that look sees it and rings the bell (see `ipc.rings`).
+        """
+        timeout = self._poll_timeout()
+        if timeout == 0:
+            return 0
+        if self._rings_were_busy:
+            # In a burst, let the senders run before sleeping: they fill their
+            # rings meanwhile instead of each paying a system call to wake us.
+            self._rings_were_busy = False
+            os.sched_yield()
+        self._set_sleeping(True)
+        if any(peer.ring.pending() for peer in self._ringed):  # type: ignore[union-attr]
+            self._set_sleeping(False)
+            return 0
+        return timeout
+
+    def _set_sleeping(self, sleeping: bool) -> None:
+        for rings in self._ring_sets:
+            rings.set_sleeping(sleeping)
+
+    def _read_rings(self) -> None:
+        for peer in self._ringed:
+            ring = peer.ring
+            if ring.pending():  # type: ignore[union-attr]
+                self._rings_were_busy = True
+                self._act_on(peer, ring.take())  # type: ignore[union-attr]
 
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the next internal timer or external event, None if none."""
@@ -258,11 +299,15 @@ class Master:
                 del self._on_ready[peer.sock.fileno()]
                 self.running = False
             return False
-        frames = peer.reader.whole_frames(data)
+        self._act_on(peer, peer.reader.whole_frames(data))
+        return True
+
+    def _act_on(self, peer: Peer, frames: bytes) -> None:
+        """Handle whole frames from ``peer``, read from its socket or its ring."""
         raised = self.router.route_burst(frames)
         if raised:
             self.flow.raised(peer, raised)
-            return True
+            return
         on_frame = self._on_frame
         for op, arg, num, value in FRAME.iter_unpack(frames):
             handler = on_frame.get(op)
@@ -270,7 +315,6 @@ class Master:
                 log.error("unexpected frame %d from %s", op, peer.describe())
             else:
                 handler(peer, num, arg, value)
-        return True
 
     def _on_raise(self, peer: Peer, num: int, arg: int, value: int) -> None:
         self.flow.raised(peer, 1)
@@ -322,6 +366,9 @@ class Master:
         else:
             peer.put(Op.EVENT_ADDED, arg=0)
         self._dirty.add(peer)
+
+    def _on_bell(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        """Frames wait in the peer's ring: the loop reads the rings on every pass."""
 
     def _on_spooled(self, peer: Peer, num: int, arg: int, value: int) -> None:
         self._wake_spooler()
@@ -446,6 +493,7 @@ class Master:
                 link=slot.child_end,
                 queues=tuple(queue.read_end for queue in queues),
                 progress=slot.progress,
+                ring=slot.ring,
                 table=self.table,
                 hooks=tuple(self.hooks),
                 config=self.config,
@@ -484,8 +532,11 @@ class Master:
 
     def _lost(self, slot: Slot) -> None:
         """A child exited: keep what it raised, give what it had not started to its successor."""
+        # What it wrote before it died still counts: send() accepted those signals.
         while self._read_peer(slot):
-            pass  # frames it wrote before it died are still signals that send() accepted
+            pass
+        if slot.ring is not None and slot.ring.pending():
+            self._act_on(slot, slot.ring.take())
         self.router.stop_waiting(slot)
         self.flow.reset(slot)
         self._route_all(slot.recover())

@@ -14,6 +14,7 @@ import struct
 import termios
 
 from ..ipc.progress import ProgressCell
+from ..ipc.rings import Ring
 from ..model.roles import Role
 from ..wire.frames import DELIVER_FRAMES, FRAME, FRAME_SIZE, RUN_FRAMES, FrameReader, Op, pack
 
@@ -23,9 +24,10 @@ __all__ = ["Peer", "SharedQueue", "Slot"]
 class Peer:
     """The master's end of a private socket, with what waits to be written to it."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, ring: Ring | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.ring = ring  # the peer's frames to the master, None if they use the socket
         self.reader = FrameReader()
         self.outbox = bytearray()
         self.watching_out = False  # whether the master's poll waits for room to write
@@ -56,11 +58,13 @@ class Peer:
 class Slot(Peer):
     """One child position (worker 2, mule 1, the spooler) and the process filling it."""
 
-    def __init__(self, role: Role, ident: int, progress: ProgressCell) -> None:
+    def __init__(
+        self, role: Role, ident: int, progress: ProgressCell, ring: Ring | None = None
+    ) -> None:
         # The child's end stays open in the master, so frames queued for a child
         # that dies are read by the child that replaces it.
         master_end, child_end = socket.socketpair()
-        super().__init__(master_end)
+        super().__init__(master_end, ring)
         self.child_end = child_end
         self.role = role
         self.id = ident

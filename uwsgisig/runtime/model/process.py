@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the model is imported by every layer above it, never the re
     from ..child import SignalLoop
     from ..ipc.messages import Mailbox, PostOffice
     from ..ipc.progress import ProgressCell
+    from ..ipc.rings import Ring
     from ..ipc.spool import SpoolDir
 
 __all__ = ["CURRENT", "ChildSpec", "ProcessState"]
@@ -53,6 +54,7 @@ class ChildSpec:
     link: socket.socket  # its private socket to the master
     queues: tuple[socket.socket, ...]  # read ends of the shared signal queues it serves
     progress: ProgressCell
+    ring: Ring  # where its frames to the master go
     table: SignalTable
     hooks: tuple[Callable[[], object], ...]
     config: RuntimeConfig

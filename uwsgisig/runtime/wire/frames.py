@@ -21,6 +21,7 @@ from ..model.roles import Role
 
 __all__ = [
     "ANY_SIGNAL",
+    "BELL_FRAME",
     "DELIVER_FRAMES",
     "FRAME",
     "FRAME_SIZE",
@@ -60,6 +61,7 @@ class Op(enum.IntEnum):
     PAYLOAD = 8  # value: 4 more bytes of the payload of the request that follows
     ADD_EVENT = 9  # value: payload length; the payload encodes a timer, cron or file monitor
     SPOOLED = 10  # a job was written to the spool directory: wake the spooler
+    BELL = 11  # on the socket: frames wait in this child's ring (the master was asleep)
     # master -> child
     RUN = 16  # num: run your handler for num
     DELIVER = 17  # num: your wait() is answered with num
@@ -97,6 +99,7 @@ def pack_payload(payload: bytes) -> bytes:
 # The frames sent once per signal, made once: the hot path only indexes them.
 RAISE_FRAMES = tuple(pack(Op.RAISE, num) for num in range(256))
 RUN_FRAMES = tuple(pack(Op.RUN, num) for num in range(256))
+BELL_FRAME = pack(Op.BELL)
 DELIVER_FRAMES = tuple(pack(Op.DELIVER, num) for num in range(256))
 
 

@@ -1,0 +1,132 @@
+"""The children's frames to the master, through memory shared with it.
+
+A child's frames to the master (RAISE above all, but also WAIT, REGISTER,
+...) go into a ring of its own in a mapping the master made before fork,
+not through a system call: the ring is the master's queue, so a frame is
+safe there as soon as it is written, and the master still reads it if the
+child dies the next instant. Frames keep their order because they all take
+the same path.
+
+Only the child writes ``head`` and only the master writes ``tail``; a frame
+(8 bytes, the ring a multiple of 8) is published by moving ``head`` after
+its bytes are written, so the master never sees half a frame.
+
+Waking the master. While it works, the master looks at every ring on each
+pass of its loop. Before it sleeps in ``poll`` it sets ``sleeping``, then
+looks at the rings once more; a child, after publishing a frame, looks at
+``sleeping`` and, if set, writes one BELL frame to its socket. Each side
+stores, then fences, then loads (Dekker's pattern), so at least one of them
+sees the other: either the master finds the frame before it sleeps, or the
+child rings. `fence` is a lock taken and released, a locked instruction on
+the processors CPython runs on.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+
+__all__ = ["RING_SIZE", "Ring", "Rings", "fence"]
+
+RING_SIZE = 65536  # bytes of frames per child: 8,192 frames, twice the raise window
+_HEADER_WORDS = 2  # head, tail
+_SLEEPING = 0  # word 0 of the mapping: the master sleeps in poll
+_FIRST_RING = 8  # bytes of the global header
+
+_fence_lock = threading.Lock()
+
+
+def fence() -> None:
+    """Order this process's earlier stores before its later loads (a full barrier)."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+class Ring:
+    """One child's ring: ``head`` and ``tail`` counters and the frame bytes."""
+
+    __slots__ = ("_head", "_sleeping", "_tail", "_words", "data", "size")
+
+    def __init__(self, mapping: mmap.mmap, offset: int, size: int) -> None:
+        words = memoryview(mapping).cast("Q")
+        self._words = words
+        self._head = offset // 8
+        self._tail = offset // 8 + 1
+        self._sleeping = words[_SLEEPING : _SLEEPING + 1]
+        self.data = memoryview(mapping)[
+            offset + 8 * _HEADER_WORDS : offset + 8 * _HEADER_WORDS + size
+        ]
+        self.size = size
+
+    # ---------------------------------------------------------------- the child's side
+
+    @property
+    def head(self) -> int:
+        """Bytes ever published by the child."""
+        return self._words[self._head]
+
+    def room(self, head: int) -> int:
+        """Bytes the child may still write, given its ``head``."""
+        return self.size - (head - self._words[self._tail])
+
+    def publish(self, head: int, frame: bytes) -> bool:
+        """Write ``frame`` at ``head`` and publish it; True if the master may sleep.
+
+        The caller checked `room`. ``frame`` is whole 8-byte frames.
+        """
+        size = self.size
+        start = head % size
+        end = start + len(frame)
+        if end <= size:
+            self.data[start:end] = frame
+        else:
+            split = size - start
+            self.data[start:] = frame[:split]
+            self.data[: end - size] = frame[split:]
+        self._words[self._head] = head + len(frame)
+        fence()
+        return bool(self._sleeping[0])
+
+    # ---------------------------------------------------------------- the master's side
+
+    def pending(self) -> bool:
+        """Whether frames wait to be read."""
+        words = self._words
+        return words[self._head] != words[self._tail]
+
+    def take(self) -> bytes:
+        """Every published frame not read yet, in order; they are consumed."""
+        words = self._words
+        head, tail = words[self._head], words[self._tail]
+        if head == tail:
+            return b""
+        size = self.size
+        start, end = tail % size, tail % size + (head - tail)
+        if end <= size:
+            frames = bytes(self.data[start:end])
+        else:
+            frames = bytes(self.data[start:]) + bytes(self.data[: end - size])
+        words[self._tail] = head
+        return frames
+
+
+class Rings:
+    """The rings of ``count`` children, and the master's ``sleeping`` word, in one mapping."""
+
+    def __init__(self, count: int, size: int = RING_SIZE) -> None:
+        if size % 8:
+            raise ValueError(f"invalid ring size {size}: must be a multiple of 8 bytes")
+        self._stride = 8 * _HEADER_WORDS + size
+        self._map = mmap.mmap(-1, _FIRST_RING + max(count, 1) * self._stride)
+        self._words = memoryview(self._map).cast("Q")
+        self._size = size
+
+    def ring(self, index: int) -> Ring:
+        """The ring of slot ``index`` (0-based)."""
+        return Ring(self._map, _FIRST_RING + index * self._stride, self._size)
+
+    def set_sleeping(self, sleeping: bool) -> None:
+        """The master: about to sleep in poll (True), or awake again (False)."""
+        self._words[_SLEEPING] = int(sleeping)
+        if sleeping:
+            fence()
