@@ -32,6 +32,8 @@ __all__ = ["SignalLoop", "describe_self"]
 
 log = logging.getLogger("uwsgisig")
 
+_RUN = int(Op.RUN)
+
 # Signals taken in a row from a shared queue before the loop polls its sockets again.
 HOT_STREAK = 64
 
@@ -103,6 +105,7 @@ class SignalLoop:
         self.idle = False  # blocked in this loop, not running the app's code
         self.forked_copy = False  # set in a process a handler forked (see bootstrap)
         self._hot: socket.socket | MessageQueue | None = None
+        self._hot_fd = -1
         self._streak = 0
         self._sources: dict[tuple[bool, tuple[int, ...]], Sources] = {}
         self._signals = self.sources(signals=True, mail=())
@@ -137,6 +140,8 @@ class SignalLoop:
             incoming = self.next(None, everything)
             if type(incoming) is bytes:
                 self._dispatch(incoming)
+            elif incoming[0] == _RUN:  # type: ignore[index]
+                self._run_handler(incoming[1], missing_ok=False)  # type: ignore[index]
             else:
                 self.handle(*incoming)  # type: ignore[misc]
 
@@ -221,14 +226,14 @@ class SignalLoop:
                     except BlockingIOError:
                         continue  # another process took it
                     if data:
-                        self._hot = queue
-                        return Op.RUN, data[0]
+                        self._hot, self._hot_fd = queue, fd
+                        return _RUN, data[0]
                     continue
                 box = sources.mail.get(fd)
                 if box is not None:
                     message = box.take()
                     if message is not None:
-                        self._hot = box
+                        self._hot, self._hot_fd = box, fd
                         return message
         return link.take()
 
@@ -248,7 +253,7 @@ class SignalLoop:
         hot = self._hot
         if hot is None:
             return None
-        if self._streak >= HOT_STREAK or hot.fileno() not in sources.fds:
+        if self._streak >= HOT_STREAK or self._hot_fd not in sources.fds:
             self._hot, self._streak = None, 0
             return None
         taken: Incoming | None
@@ -259,7 +264,7 @@ class SignalLoop:
                 data = hot.recv(1)
             except BlockingIOError:
                 data = b""
-            taken = (Op.RUN, data[0]) if data else None
+            taken = (_RUN, data[0]) if data else None
         if taken is None:
             self._hot, self._streak = None, 0
             return None
@@ -268,6 +273,9 @@ class SignalLoop:
 
     def handle(self, op: int, num: int) -> int | None:
         """Act on one frame; return the signal number received, if any."""
+        if op == _RUN:
+            self._run_handler(num, missing_ok=False)
+            return num
         if op == Op.RELOAD:
             self.leaving = True
             return None
@@ -281,8 +289,8 @@ class SignalLoop:
             self.waiting = None
             self._run_handler(num, missing_ok=True)
             return num
-        self._run_handler(num, missing_ok=False)
-        return num
+        log.error("unexpected frame %d from the master in %s", op, describe_self())
+        return None
 
     def _dispatch(self, message: bytes) -> None:
         """A message reached a mule's default loop: run the call, or the app's hook."""
