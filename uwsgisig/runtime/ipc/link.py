@@ -47,9 +47,9 @@ class MasterLink:
     """Frames to and from the master over one blocking socket.
 
     ``progress`` is the child's cell (None for the controller, whose frames
-    nobody has to give to a successor). With a ``ring`` (a child's), frames to
-    the master go into it and the socket carries only a BELL when the master
-    sleeps; without one (the controller) they go through the socket.
+    nobody has to give to a successor). With a ``ring`` (every child's, and the
+    handle's), frames to the master go into it and the socket carries only a
+    BELL when the master sleeps; without one they go through the socket.
     """
 
     def __init__(

@@ -1,7 +1,8 @@
 """The children's frames to the master, through memory shared with it.
 
 A child's frames to the master (RAISE above all, but also WAIT, REGISTER,
-...) go into a ring of its own in a mapping the master made before fork,
+...) go into a ring of its own in a mapping made before fork (by the master
+for its children, by the controller for its handle, before it forks the master),
 not through a system call: the ring is the master's queue, so a frame is
 safe there as soon as it is written, and the master still reads it if the
 child dies the next instant. Frames keep their order because they all take
@@ -17,21 +18,28 @@ looks at the rings once more; a child, after publishing a frame, looks at
 ``sleeping`` and, if set, writes one BELL frame to its socket. Each side
 stores, then fences, then loads (Dekker's pattern), so at least one of them
 sees the other: either the master finds the frame before it sleeps, or the
-child rings. `fence` is a lock taken and released, a locked instruction on
-the processors CPython runs on.
+child rings. `fence` is a lock taken and released: on x86-64 that is a
+locked instruction, a full barrier. Where the processor orders memory more
+weakly (ARM, POWER) that is not guaranteed, so there the master never sleeps
+longer than `WEAK_ORDER_NAP` without looking at the rings: a missed bell costs
+at most that much delay, never a signal.
 """
 
 from __future__ import annotations
 
 import mmap
+import platform
 import threading
 
-__all__ = ["RING_SIZE", "Ring", "Rings", "fence"]
+__all__ = ["RING_SIZE", "WEAK_ORDER_NAP", "Ring", "Rings", "fence"]
 
 RING_SIZE = 65536  # bytes of frames per child: 8,192 frames, twice the raise window
 _HEADER_WORDS = 2  # head, tail
 _SLEEPING = 0  # word 0 of the mapping: the master sleeps in poll
 _FIRST_RING = 8  # bytes of the global header
+
+# Seconds the master may sleep without looking at the rings; None where the fence is full.
+WEAK_ORDER_NAP = None if platform.machine().lower() in ("x86_64", "amd64") else 0.01
 
 _fence_lock = threading.Lock()
 

@@ -22,7 +22,7 @@ from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, T
 from ..ipc.messages import PostOffice
 from ..ipc.posix import STOP_SIGNALS
 from ..ipc.progress import Progress
-from ..ipc.rings import Rings
+from ..ipc.rings import WEAK_ORDER_NAP, Rings
 from ..ipc.spool import SpoolDir
 from ..model.config import RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
@@ -251,7 +251,7 @@ class Master:
 
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the next internal timer or external event, None if none."""
-        timeouts = [self.supervisor.run_due(), self.events.timeout()]
+        timeouts = [self.supervisor.run_due(), self.events.timeout(), WEAK_ORDER_NAP]
         if not self.flow.granting:
             # Children drain the queue without telling the master (from their
             # sockets, their inboxes): while credit is held back, look again soon.
