@@ -145,16 +145,17 @@ def test_stop_signal_stops_the_whole_tree(start_app, signum):
         PARK_WORKER1,
         workers=2,
         mules=1,
-        stop_timeout=5.0,
+        stop_timeout=60.0,
     )
     pids = set(app.pids_by_who().values())
     app.handle.signal(1)
     app.handle.wait(201, timeout=10)
-    started = time.monotonic()
     os.kill(app.handle.pid, signum)
-    assert app.handle.stop(timeout=10) == 0
+    # A stop that had to wait for the kill would take the 60 s stop timeout:
+    # stop() would give up after 30 s, SIGKILL the master and return -9.
+    assert app.handle.stop(timeout=30) == 0
     assert_all_gone(pids)
-    assert time.monotonic() - started < 5.0  # nobody ignored SIGTERM: no waiting for the kill
+    assert "killing it" not in app.log.read_text()
 
 
 def test_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(start_app):
@@ -177,7 +178,7 @@ def test_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(start_app):
     assert app.handle.stop(timeout=10) == 0
     elapsed = time.monotonic() - started
     assert_all_gone(pids)
-    assert 0.5 <= elapsed < 5.0
+    assert elapsed >= 0.5  # not killed before its stop timeout
     assert "ignored SIGTERM for 0.5 s: killing it" in app.log.read_text()
 
 
