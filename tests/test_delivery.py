@@ -155,6 +155,37 @@ def test_reloads_during_traffic_lose_no_signal_for_any_worker(start_app, tmp_pat
     assert app.log.read_text().count("reloaded") == 2 * rounds
 
 
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGRTMAX],
+    ids=lambda signum: f"signal {int(signum)}",
+)
+def test_a_child_killed_by_any_signal_is_respawned_with_its_queued_signals(start_app, signum):
+    app = start_app(
+        """
+        @Signal(1).register_handler(target="mule1")
+        def park(num):
+            record("parked", num)
+            block()
+
+        @Signal(7).register_handler(target="mule1")
+        def queued(num):
+            record("ran", num)
+        """,
+        mules=1,
+    )
+    old = app.pids_by_who()["mule1"]
+    app.handle.signal(1)
+    app.wait_records("parked", 1)
+    for _ in range(3):
+        app.handle.signal(7)  # wait behind the parked handler
+    os.kill(old, signum)
+    ran = app.wait_records("ran", 3)
+    assert all(words[-1] != str(old) for words in ran)
+    # (Under pytest-timeout a child inherits its SIGALRM handler and exits with code 1.)
+    assert f"mule 1 (pid {old}) exited with" in app.log.read_text()
+
+
 def test_a_child_killed_by_a_real_time_signal_is_respawned(start_app):
     app = start_app(
         """
