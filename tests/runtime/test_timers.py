@@ -10,15 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uwsgisig.errors import SignalNumberError, UwsgisigError
-from uwsgisig.runtime.schedule.timers import (
-    ScheduleError,
-    Timer,
-    TimerHeap,
-    TimerKind,
-    ms_timer,
-    rb_timer,
-    timer,
+from uwsgisig.runtime.schedule.events import (
+    EventSources,
+    arm,
+    ms_timer_event,
+    rb_timer_event,
+    timer_event,
 )
+from uwsgisig.runtime.schedule.timers import ScheduleError, Timer, TimerHeap, TimerKind
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -33,7 +32,7 @@ def heap_of(*timers: Timer) -> TimerHeap:
 
 
 def test_first_tick_is_due_one_period_after_start() -> None:
-    heap = heap_of(timer(5, 2, start=START))
+    heap = heap_of(arm(timer_event(5, 2), START))
 
     assert heap.next_due() == START + 2
     assert heap.pop_due(START + 1.999) == []
@@ -41,7 +40,7 @@ def test_first_tick_is_due_one_period_after_start() -> None:
 
 
 def test_timer_ticks_on_start_plus_n_period_grid() -> None:
-    heap = heap_of(timer(5, 1.5, start=START))
+    heap = heap_of(arm(timer_event(5, 1.5), START))
 
     dues = []
     for _ in range(5):
@@ -54,7 +53,7 @@ def test_timer_ticks_on_start_plus_n_period_grid() -> None:
 
 
 def test_late_processing_does_not_shift_the_next_tick() -> None:
-    heap = heap_of(timer(5, 1, start=START))
+    heap = heap_of(arm(timer_event(5, 1), START))
 
     assert heap.pop_due(START + 1.9) == [5]  # processed 0.9 s late
 
@@ -62,7 +61,7 @@ def test_late_processing_does_not_shift_the_next_tick() -> None:
 
 
 def test_tiny_period_does_not_accumulate_float_error() -> None:
-    made = ms_timer(5, 0.1, start=START)  # every 0.0001 s
+    made = arm(ms_timer_event(5, 0.1), START)  # every 0.0001 s
     heap = heap_of(made)
 
     for _ in range(10_000):
@@ -74,7 +73,7 @@ def test_tiny_period_does_not_accumulate_float_error() -> None:
 
 
 def test_period_below_the_clocks_float_resolution_still_advances() -> None:
-    made = timer(5, 1e-300, start=1e6)
+    made = arm(timer_event(5, 1e-300), 1e6)
     heap = heap_of(made)
 
     assert heap.pop_due(1e6 + 1) == [5]
@@ -85,7 +84,7 @@ def test_period_below_the_clocks_float_resolution_still_advances() -> None:
 
 
 def test_stall_fires_once_then_stays_on_grid() -> None:
-    heap = heap_of(timer(5, 1, start=START))
+    heap = heap_of(arm(timer_event(5, 1), START))
 
     assert heap.pop_due(START + 5.5) == [5]  # ticks 1-5 were missed: one signal
 
@@ -95,7 +94,7 @@ def test_stall_fires_once_then_stays_on_grid() -> None:
 
 
 def test_tick_due_exactly_now_fires_and_next_is_strictly_after_now() -> None:
-    heap = heap_of(timer(5, 1, start=START))
+    heap = heap_of(arm(timer_event(5, 1), START))
 
     assert heap.pop_due(START + 3) == [5]
 
@@ -103,7 +102,7 @@ def test_tick_due_exactly_now_fires_and_next_is_strictly_after_now() -> None:
 
 
 def test_a_tick_never_fires_twice() -> None:
-    heap = heap_of(timer(5, 1, start=START))
+    heap = heap_of(arm(timer_event(5, 1), START))
 
     assert heap.pop_due(START + 1.5) == [5]
     assert heap.pop_due(START + 1.5) == []
@@ -111,7 +110,7 @@ def test_a_tick_never_fires_twice() -> None:
 
 
 def test_rb_timer_with_three_iterations_fires_exactly_three_times() -> None:
-    heap = heap_of(rb_timer(7, 1, 3, start=START))
+    heap = heap_of(arm(rb_timer_event(7, 1, 3), START))
 
     fired = [heap.pop_due(START + n) for n in range(1, 10)]
 
@@ -121,7 +120,7 @@ def test_rb_timer_with_three_iterations_fires_exactly_three_times() -> None:
 
 
 def test_rb_timer_counts_fired_ticks_not_missed_grid_points() -> None:
-    heap = heap_of(rb_timer(7, 1, 3, start=START))
+    heap = heap_of(arm(rb_timer_event(7, 1, 3), START))
 
     assert heap.pop_due(START + 50) == [7]  # a long stall: still only one
     assert heap.pop_due(START + 51) == [7]
@@ -130,14 +129,14 @@ def test_rb_timer_counts_fired_ticks_not_missed_grid_points() -> None:
 
 
 def test_one_shot_rb_timer_fires_once() -> None:
-    heap = heap_of(rb_timer(30, 40, 1, start=START))
+    heap = heap_of(arm(rb_timer_event(30, 40, 1), START))
 
     assert heap.pop_due(START + 40) == [30]
     assert len(heap) == 0
 
 
 def test_timer_with_zero_iterations_never_finishes() -> None:
-    heap = heap_of(rb_timer(7, 1, 0, start=START))
+    heap = heap_of(arm(rb_timer_event(7, 1, 0), START))
 
     for n in range(1, 101):
         assert heap.pop_due(START + n) == [7]
@@ -146,7 +145,7 @@ def test_timer_with_zero_iterations_never_finishes() -> None:
 
 
 def test_ms_timer_period_is_in_milliseconds() -> None:
-    made = ms_timer(9, 250, start=START)
+    made = arm(ms_timer_event(9, 250), START)
 
     assert made.period == 0.25
     assert made.kind is TimerKind.MS_TIMER
@@ -155,10 +154,10 @@ def test_ms_timer_period_is_in_milliseconds() -> None:
 @pytest.mark.parametrize(
     ("made", "kind", "period", "iterations"),
     [
-        (timer(1, 2, start=START), TimerKind.TIMER, 2.0, 0),
-        (rb_timer(1, 2, start=START), TimerKind.RB_TIMER, 2.0, 0),
-        (rb_timer(1, 0.5, 4, start=START), TimerKind.RB_TIMER, 0.5, 4),
-        (ms_timer(1, 1500, start=START), TimerKind.MS_TIMER, 1.5, 0),
+        (arm(timer_event(1, 2), START), TimerKind.TIMER, 2.0, 0),
+        (arm(rb_timer_event(1, 2), START), TimerKind.RB_TIMER, 2.0, 0),
+        (arm(rb_timer_event(1, 0.5, 4), START), TimerKind.RB_TIMER, 0.5, 4),
+        (arm(ms_timer_event(1, 1500), START), TimerKind.MS_TIMER, 1.5, 0),
     ],
 )
 def test_helpers_mirror_the_uwsgi_calls(
@@ -173,40 +172,47 @@ def test_helpers_mirror_the_uwsgi_calls(
 
 
 def test_start_defaults_to_the_monotonic_clock_now() -> None:
+    sources = EventSources()  # the master's: its clock defaults to time.monotonic
     before = time.monotonic()
-    made = timer(1, 1)
+    sources.add(timer_event(1, 1))
     after = time.monotonic()
 
-    assert before <= made.start <= after
+    due = sources.timers.next_due()  # start + 1 period
+    assert due is not None
+    assert before + 1 <= due <= after + 1
 
 
 def test_timer_is_a_frozen_value() -> None:
-    made = timer(1, 1, start=START)
+    made = arm(timer_event(1, 1), START)
 
     with pytest.raises(AttributeError):
         made.period = 2.0  # type: ignore[misc]
-    assert made == timer(1, 1, start=START)
+    assert made == arm(timer_event(1, 1), START)
 
 
 def test_heap_fires_due_timers_in_due_order() -> None:
     heap = heap_of(
-        timer(1, 3, start=START),
-        timer(2, 1, start=START),
-        timer(3, 2, start=START),
+        arm(timer_event(1, 3), START),
+        arm(timer_event(2, 1), START),
+        arm(timer_event(3, 2), START),
     )
 
     assert heap.pop_due(START + 3) == [2, 3, 1]
 
 
 def test_timers_due_at_the_same_time_fire_in_the_order_added() -> None:
-    heap = heap_of(timer(9, 1, start=START), timer(4, 1, start=START), timer(6, 1, start=START))
+    heap = heap_of(
+        arm(timer_event(9, 1), START),
+        arm(timer_event(4, 1), START),
+        arm(timer_event(6, 1), START),
+    )
 
     assert heap.pop_due(START + 1) == [9, 4, 6]
     assert heap.pop_due(START + 2) == [9, 4, 6]
 
 
 def test_next_due_is_the_earliest_tick() -> None:
-    heap = heap_of(timer(1, 5, start=START), timer(2, 3, start=START + 1))
+    heap = heap_of(arm(timer_event(1, 5), START), arm(timer_event(2, 3), START + 1))
 
     assert heap.next_due() == START + 4
     assert heap.timeout(START + 1) == 3.0
@@ -224,7 +230,7 @@ def test_empty_heap_has_no_due_time() -> None:
 
 def test_thousand_concurrent_timers_each_tick_on_their_own_grid() -> None:
     periods = [0.01 * (1 + i % 100) for i in range(1000)]  # 0.01 s to 1 s
-    heap = heap_of(*(timer(i % 256, p, start=START) for i, p in enumerate(periods)))
+    heap = heap_of(*(arm(timer_event(i % 256, p), START) for i, p in enumerate(periods)))
     counts = [0] * 256
 
     steps = 0
@@ -250,13 +256,13 @@ def test_thousand_concurrent_timers_each_tick_on_their_own_grid() -> None:
 @pytest.mark.parametrize("period", [0, -1, -0.5, math.nan, math.inf, -math.inf])
 def test_period_not_a_finite_positive_number_is_rejected(period: float) -> None:
     with pytest.raises(ScheduleError, match=r"invalid timer period .*finite number of seconds > 0"):
-        timer(1, period, start=START)
+        arm(timer_event(1, period), START)
 
 
 @pytest.mark.parametrize("period", [True, False, "1", None, [1], 1j])
 def test_period_that_is_not_an_int_or_float_is_rejected(period: object) -> None:
     with pytest.raises(ScheduleError) as caught:
-        timer(1, period, start=START)  # type: ignore[arg-type]
+        arm(timer_event(1, period), START)  # type: ignore[arg-type]
 
     assert repr(period) in str(caught.value)
     assert "int or float" in str(caught.value)
@@ -265,7 +271,7 @@ def test_period_that_is_not_an_int_or_float_is_rejected(period: object) -> None:
 @pytest.mark.parametrize("ms", [0, -5, math.nan, True, "10"])
 def test_ms_timer_interval_must_be_positive_milliseconds(ms: object) -> None:
     with pytest.raises(ScheduleError, match="milliseconds") as caught:
-        ms_timer(1, ms, start=START)  # type: ignore[arg-type]
+        arm(ms_timer_event(1, ms), START)  # type: ignore[arg-type]
 
     assert repr(ms) in str(caught.value)
 
@@ -273,7 +279,7 @@ def test_ms_timer_interval_must_be_positive_milliseconds(ms: object) -> None:
 @pytest.mark.parametrize("iterations", [-1, True, 1.5, "3", None])
 def test_iterations_must_be_an_int_of_at_least_zero(iterations: object) -> None:
     with pytest.raises(ScheduleError, match="iterations") as caught:
-        rb_timer(1, 1, iterations, start=START)  # type: ignore[arg-type]
+        arm(rb_timer_event(1, 1, iterations), START)  # type: ignore[arg-type]
 
     assert repr(iterations) in str(caught.value)
     assert "0 means forever" in str(caught.value)
@@ -282,13 +288,13 @@ def test_iterations_must_be_an_int_of_at_least_zero(iterations: object) -> None:
 @pytest.mark.parametrize("signum", [-1, 256, True, "5"])
 def test_signal_number_must_be_0_to_255(signum: object) -> None:
     with pytest.raises(SignalNumberError, match="0 to 255"):
-        timer(signum, 1, start=START)  # type: ignore[arg-type]
+        arm(timer_event(signum, 1), START)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("start", [math.nan, math.inf, "now", True])
 def test_start_must_be_a_finite_time(start: object) -> None:
     with pytest.raises(ScheduleError, match="start"):
-        Timer(1, 1.0, 0, start)  # type: ignore[arg-type]
+        arm(timer_event(1, 1), start)  # type: ignore[arg-type]
 
 
 def test_schedule_error_is_a_value_error_and_a_package_error() -> None:
@@ -314,7 +320,7 @@ def _on_grid(made: Timer, due: float) -> bool:
 def test_ticks_stay_on_the_grid_and_never_repeat(
     period: float, start: float, gaps: list[float]
 ) -> None:
-    made = timer(1, period, start=start)
+    made = arm(timer_event(1, period), start)
     heap = heap_of(made)
     now = start
     fired_dues: list[float] = []
@@ -347,7 +353,7 @@ def test_ticks_stay_on_the_grid_and_never_repeat(
 def test_without_stalls_every_grid_point_fires_once(
     period: float, start: float, gaps: list[float]
 ) -> None:
-    made = timer(1, period, start=start)
+    made = arm(timer_event(1, period), start)
     heap = heap_of(made)
     now = start
     fired = 0
@@ -369,7 +375,7 @@ def test_without_stalls_every_grid_point_fires_once(
 def test_rb_timer_fires_exactly_its_iterations_whatever_the_stalls(
     period: float, iterations: int, gaps: list[float]
 ) -> None:
-    heap = heap_of(rb_timer(3, period, iterations, start=START))
+    heap = heap_of(arm(rb_timer_event(3, period, iterations), START))
     now = START
     fired = 0
 

@@ -25,8 +25,15 @@ from ..runtime.model.roles import Role
 from ..runtime.model.table import TABLE
 from ..runtime.model.targets import Target, parse_target, target_code
 from ..runtime.schedule.cron import CronSpec
-from ..runtime.schedule.events import CronEvent, Event, FileEvent, TimerEvent, encode
-from ..runtime.schedule.timers import TimerKind, check_period
+from ..runtime.schedule.events import (
+    CronEvent,
+    Event,
+    FileEvent,
+    encode,
+    ms_timer_event,
+    rb_timer_event,
+    timer_event,
+)
 from ..runtime.wire.remote import send_remote_signal
 
 __all__ = [
@@ -207,22 +214,17 @@ def add_postfork_hook(hook: Callable[[], object]) -> None:
 
 def add_timer(signum: int, seconds: float) -> None:
     """Raise ``signum`` every ``seconds`` seconds, from the master."""
-    _add_event(TimerEvent(signum, seconds, 0, TimerKind.TIMER))
+    _add_event(timer_event(signum, seconds))
 
 
 def add_rb_timer(signum: int, seconds: float, iterations: int = 0) -> None:
     """Raise ``signum`` every ``seconds`` seconds, ``iterations`` times (0 = forever)."""
-    _add_event(TimerEvent(signum, seconds, iterations, TimerKind.RB_TIMER))
+    _add_event(rb_timer_event(signum, seconds, iterations))
 
 
 def add_ms_timer(signum: int, ms: float) -> None:
     """Raise ``signum`` every ``ms`` milliseconds, from the master."""
-    _add_event(_ms_timer_event(signum, ms))
-
-
-def _ms_timer_event(signum: int, ms: float) -> TimerEvent:
-    period = check_period(ms, name="interval", unit="milliseconds") / 1000.0
-    return TimerEvent(signum, period, 0, TimerKind.MS_TIMER)
+    _add_event(ms_timer_event(signum, ms))
 
 
 def add_cron(
@@ -249,12 +251,12 @@ def add_file_monitor(signum: int, path: str | os.PathLike[str]) -> None:
 
 def check_timer(seconds: float, iterations: int = 0) -> None:
     """Raise `ScheduleError` unless ``add_rb_timer(n, seconds, iterations)`` would accept them."""
-    TimerEvent(0, seconds, iterations)
+    rb_timer_event(0, seconds, iterations)
 
 
 def check_ms_timer(ms: float) -> None:
     """Raise `ScheduleError` unless ``add_ms_timer(n, ms)`` would accept ``ms``."""
-    _ms_timer_event(0, ms)
+    ms_timer_event(0, ms)
 
 
 def check_cron(*fields: int | None) -> None:

@@ -35,8 +35,7 @@ from ..runtime.model import app
 from ..runtime.model.config import MuleProgram
 from ..runtime.model.targets import parse_target
 from ..runtime.schedule.cron import CronSpec
-from ..runtime.schedule.events import FileEvent, TimerEvent
-from ..runtime.schedule.timers import check_period
+from ..runtime.schedule.events import FileEvent, ms_timer_event, rb_timer_event
 from . import embedded
 
 __all__ = list(embedded.__all__)  # the same calls as the embedded engine
@@ -197,7 +196,7 @@ def add_ms_timer(signum: int, ms: float) -> None:
 
 def check_timer(seconds: float, iterations: int = 0) -> None:
     """Raise unless uWSGI's timers take ``seconds`` and ``iterations``: whole seconds only."""
-    TimerEvent(0, seconds, iterations)
+    rb_timer_event(0, seconds, iterations)
     if seconds != int(seconds):
         raise _unsupported(
             f"a timer of {seconds!r} seconds",
@@ -207,8 +206,8 @@ def check_timer(seconds: float, iterations: int = 0) -> None:
 
 def check_ms_timer(ms: float) -> None:
     """Raise unless ``ms`` is a whole number of seconds, all uWSGI's Python timers take."""
-    milliseconds = check_period(ms, name="interval", unit="milliseconds")
-    if milliseconds % 1000:
+    ms_timer_event(0, ms)
+    if float(ms) % 1000:  # ms_timer_event checked ms as this float
         raise _unsupported(
             f"a timer of {ms!r} milliseconds",
             "uWSGI's Python module has no millisecond timers; give a multiple of 1000",

@@ -23,7 +23,19 @@ from .cron import CronSpec, CronTable, local_now
 from .fsmon import FileMonitor, PollingFileMonitor, check_path, create_file_monitor
 from .timers import Timer, TimerHeap, TimerKind, check_iterations, check_period
 
-__all__ = ["CronEvent", "Event", "EventSources", "FileEvent", "TimerEvent", "decode", "encode"]
+__all__ = [
+    "CronEvent",
+    "Event",
+    "EventSources",
+    "FileEvent",
+    "TimerEvent",
+    "arm",
+    "decode",
+    "encode",
+    "ms_timer_event",
+    "rb_timer_event",
+    "timer_event",
+]
 
 # Past the moment a cron may fire by this much: float rounding, or the monotonic clock running
 # a hair ahead of the wall clock, never wakes the loop just before it (to find nothing due).
@@ -38,6 +50,27 @@ class TimerEvent:
     period: float = attrs.field(converter=check_period)
     iterations: int = attrs.field(default=0, converter=check_iterations)
     kind: TimerKind = attrs.field(default=TimerKind.TIMER, converter=TimerKind)
+
+
+def timer_event(signum: int, seconds: float) -> TimerEvent:
+    """The event of ``add_timer(signum, seconds)``: tick forever every ``seconds``."""
+    return TimerEvent(signum, seconds, 0, TimerKind.TIMER)
+
+
+def rb_timer_event(signum: int, seconds: float, iterations: int = 0) -> TimerEvent:
+    """The event of ``add_rb_timer(signum, seconds, iterations)``; 0 iterations: forever."""
+    return TimerEvent(signum, seconds, iterations, TimerKind.RB_TIMER)
+
+
+def ms_timer_event(signum: int, ms: float) -> TimerEvent:
+    """The event of ``add_ms_timer(signum, ms)``: tick forever every ``ms`` milliseconds."""
+    period = check_period(ms, name="interval", unit="milliseconds") / 1000.0
+    return TimerEvent(signum, period, 0, TimerKind.MS_TIMER)
+
+
+def arm(event: TimerEvent, start: float) -> Timer:
+    """The timer of ``event`` with its schedule counted from the monotonic time ``start``."""
+    return Timer(event.signum, event.period, event.iterations, start, event.kind)
 
 
 @attrs.frozen
@@ -116,9 +149,7 @@ class EventSources:
     def add(self, event: Event) -> None:
         """Arm ``event``: a timer counts its period from now; a cron is checked at once."""
         if isinstance(event, TimerEvent):
-            self.timers.add(
-                Timer(event.signum, event.period, event.iterations, self.clock(), event.kind)
-            )
+            self.timers.add(arm(event, self.clock()))
         elif isinstance(event, CronEvent):
             self.cron.add(event.signum, event.spec)
             self._next_cron_check = self.clock()

@@ -43,9 +43,6 @@ __all__ = [
     "TimerKind",
     "check_iterations",
     "check_period",
-    "ms_timer",
-    "rb_timer",
-    "timer",
 ]
 
 
@@ -120,32 +117,6 @@ class Timer:
             tick += step
             step *= 2
         return tick
-
-
-def timer(signum: int, seconds: float, *, start: float | None = None) -> Timer:
-    """Mirror ``uwsgi.add_timer(signum, seconds)``: tick forever every ``seconds``."""
-    return _make(signum, seconds, 0, start, TimerKind.TIMER)
-
-
-def rb_timer(
-    signum: int, seconds: float, iterations: int = 0, *, start: float | None = None
-) -> Timer:
-    """Mirror ``uwsgi.add_rb_timer(signum, seconds, iterations=0)``."""
-    return _make(signum, seconds, iterations, start, TimerKind.RB_TIMER)
-
-
-def ms_timer(signum: int, ms: float, *, start: float | None = None) -> Timer:
-    """Mirror ``uwsgi.add_ms_timer(signum, ms)``: tick forever every ``ms`` milliseconds."""
-    period = check_period(ms, name="interval", unit="milliseconds") / 1000.0
-    return _make(signum, period, 0, start, TimerKind.MS_TIMER)
-
-
-def _make(
-    signum: int, period: float, iterations: int, start: float | None, kind: TimerKind
-) -> Timer:
-    if start is None:
-        start = time.monotonic()
-    return Timer(signum, period, iterations, start, kind)
 
 
 @attrs.define
