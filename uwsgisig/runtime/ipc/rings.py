@@ -55,12 +55,12 @@ class Ring:
 
     __slots__ = ("_head", "_sleeping", "_tail", "_words", "data", "size")
 
-    def __init__(self, mapping: mmap.mmap, offset: int, size: int) -> None:
+    def __init__(self, mapping: mmap.mmap, offset: int, size: int, sleeping: memoryview) -> None:
         words = memoryview(mapping).cast("Q")
         self._words = words
         self._head = offset // 8
         self._tail = offset // 8 + 1
-        self._sleeping = words[_SLEEPING : _SLEEPING + 1]
+        self._sleeping = sleeping
         self.data = memoryview(mapping)[
             offset + 8 * _HEADER_WORDS : offset + 8 * _HEADER_WORDS + size
         ]
@@ -121,20 +121,24 @@ class Ring:
 class Rings:
     """The rings of ``count`` children, and the master's ``sleeping`` word, in one mapping."""
 
-    def __init__(self, count: int, size: int = RING_SIZE) -> None:
+    def __init__(
+        self, count: int, size: int = RING_SIZE, *, sleeping_in: Rings | None = None
+    ) -> None:
         if size % 8:
             raise ValueError(f"invalid ring size {size}: must be a multiple of 8 bytes")
         self._stride = 8 * _HEADER_WORDS + size
         self._map = mmap.mmap(-1, _FIRST_RING + max(count, 1) * self._stride)
-        self._words = memoryview(self._map).cast("Q")
         self._size = size
+        # The master's one "sleeping" word: this mapping's, or that of ``sleeping_in``.
+        owner = sleeping_in._map if sleeping_in is not None else self._map
+        self._sleeping = memoryview(owner).cast("Q")[_SLEEPING : _SLEEPING + 1]
 
     def ring(self, index: int) -> Ring:
         """The ring of slot ``index`` (0-based)."""
-        return Ring(self._map, _FIRST_RING + index * self._stride, self._size)
+        return Ring(self._map, _FIRST_RING + index * self._stride, self._size, self._sleeping)
 
     def set_sleeping(self, sleeping: bool) -> None:
         """The master: about to sleep in poll (True), or awake again (False)."""
-        self._words[_SLEEPING] = int(sleeping)
+        self._sleeping[0] = int(sleeping)
         if sleeping:
             fence()

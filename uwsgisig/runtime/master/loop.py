@@ -10,6 +10,7 @@ raise more is flow control's, and the children's lives are the supervisor's.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -79,7 +80,9 @@ class Master:
         self._graceful = False
         count = config.workers + config.mule_count + (1 if config.spooler else 0)
         self.progress = Progress(count)
-        self.rings = Rings(count)
+        # One "sleeping" word for every ring: the handle's mapping holds it when
+        # there is a handle, so the master stores it once per pass.
+        self.rings = Rings(count, sleeping_in=controller_rings)
         self._rings_were_busy = False
         indexes = iter(range(count))
 
@@ -103,8 +106,8 @@ class Master:
             else None
         )
         self.peers: list[Peer] = [*self.slots, *([self.controller] if self.controller else [])]
-        self._ringed = [peer for peer in self.peers if peer.ring is not None]
-        self._ring_sets = [self.rings, *([controller_rings] if controller_rings else [])]
+        self._ringed = [(peer, peer.ring) for peer in self.peers if peer.ring is not None]
+        self._rings = [ring for _, ring in self._ringed]
         self._dirty: set[Peer | SharedQueue] = set()
         self.router = Router(
             table,
@@ -142,7 +145,7 @@ class Master:
         # connections come and go: it keeps them).
         self._on_ready: dict[int, Callable[[int], None]] = {self._wake_r: self._drain_wakeup}
         for peer in self.peers:
-            self._on_ready[peer.sock.fileno()] = lambda events, p=peer: self._peer_ready(p, events)
+            self._on_ready[peer.sock.fileno()] = functools.partial(self._peer_ready, peer)
         for queue in self.queues:
             self._on_ready[queue.sock.fileno()] = lambda events, q=queue: self._dirty.add(q)
         self._on_frame: dict[int, Callable[[Peer, int, int, int], None]] = {
@@ -204,7 +207,7 @@ class Master:
                 self._route_all(self.events.read_monitor())
             elif self.remote is not None and self.remote.owns(fd):
                 self.remote.ready(fd, events)
-        self._set_sleeping(False)
+        self.rings.set_sleeping(False)
         self._read_rings()
         self._route_all(self.events.due())
         if self.remote is not None:
@@ -232,34 +235,37 @@ class Master:
             # rings meanwhile instead of each paying a system call to wake us.
             self._rings_were_busy = False
             os.sched_yield()
-        self._set_sleeping(True)
-        if any(peer.ring.pending() for peer in self._ringed):  # type: ignore[union-attr]
-            self._set_sleeping(False)
-            return 0
+        self.rings.set_sleeping(True)
+        for ring in self._rings:
+            if ring.pending():
+                self.rings.set_sleeping(False)
+                return 0
         return timeout
 
-    def _set_sleeping(self, sleeping: bool) -> None:
-        for rings in self._ring_sets:
-            rings.set_sleeping(sleeping)
-
     def _read_rings(self) -> None:
-        for peer in self._ringed:
-            ring = peer.ring
-            if ring.pending():  # type: ignore[union-attr]
+        for peer, ring in self._ringed:
+            if ring.pending():
                 self._rings_were_busy = True
-                self._act_on(peer, ring.take())  # type: ignore[union-attr]
+                self._act_on(peer, ring.take())
 
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the next internal timer or external event, None if none."""
-        timeouts = [self.supervisor.run_due(), self.events.timeout(), WEAK_ORDER_NAP]
-        if not self.flow.granting:
+        # Written out rather than as a list: this runs on every pass of the loop.
+        due = self.supervisor.run_due()
+        event = self.events.timeout()
+        if event is not None and (due is None or event < due):
+            due = event
+        if WEAK_ORDER_NAP is not None and (due is None or due > WEAK_ORDER_NAP):
+            due = WEAK_ORDER_NAP
+        if not self.flow.granting and (due is None or due > CONGESTED_RECHECK):
             # Children drain the queue without telling the master (from their
             # sockets, their inboxes): while credit is held back, look again soon.
-            timeouts.append(CONGESTED_RECHECK)
+            due = CONGESTED_RECHECK
         if self.remote is not None:
-            timeouts.append(self.remote.timeout())
-        due = [timeout for timeout in timeouts if timeout is not None]
-        return math.ceil(min(due) * 1000) if due else None
+            remote = self.remote.timeout()
+            if remote is not None and (due is None or remote < due):
+                due = remote
+        return None if due is None else math.ceil(due * 1000)
 
     def _route_all(self, nums: Iterable[int]) -> None:
         for num in nums:
@@ -278,7 +284,7 @@ class Master:
 
     # ---------------------------------------------------------------- reading frames
 
-    def _peer_ready(self, peer: Peer, events: int) -> None:
+    def _peer_ready(self, peer: Peer, events: int) -> None:  # peer first: a partial
         if events & READABLE:
             self._read_peer(peer)
         if events & select.POLLOUT:
@@ -580,6 +586,8 @@ class Master:
         # A stop is acted on before a SIGCHLD that came in the same pass (a child
         # may have died of the same kill, e.g. `kill -TERM` to every pid of the
         # runtime): nothing is respawned once stopping began.
+        if not self._posix:
+            return
         queued = sorted(set(self._posix), key=lambda signum: signum == signal.SIGCHLD)
         self._posix.clear()
         for signum in queued:
