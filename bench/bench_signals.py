@@ -573,7 +573,7 @@ def targets_table(rows: Rows) -> str:
             continue
         ours = median_rate(runs)
         short = name.removeprefix("uwsgisig ")
-        checks.append(check(f"socketpair rate / {short}", raw / ours, "<= 3", raw / ours <= 3))
+        checks.append(check(f"socketpair rate / {short}", raw / ours, "<= 2", raw / ours <= 2))
         checks.append(check(f"{short} / Queue rate", ours / queue, ">= 2", ours / queue >= 2))
     latency = rows.latencies
     raw_rtt = percentile_us(latency["socketpair ping-pong round trip (8 B)"], 50)
@@ -583,8 +583,8 @@ def targets_table(rows: Rows) -> str:
         check(
             "p50 one-way raise->handler (2 hops) / socketpair RTT (2 hops)",
             one_way / raw_rtt,
-            "< 2",
-            one_way / raw_rtt < 2,
+            "<= 1.5",
+            one_way / raw_rtt <= 1.5,
         )
     )
     checks.append(
