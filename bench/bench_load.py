@@ -34,7 +34,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from typing import NamedTuple
 
 from bench_remote import (
     Node,
-    free_port,
+    start_uwsgi,
     stop_uwsgi,
     tail,
     uwsgi_trouble,
@@ -302,32 +301,9 @@ def log_problems(log_file: Path) -> list[str]:
 # ------------------------------------------------------------------ burst: uWSGI
 
 
-def start_uwsgi(directory: Path) -> Node:
+def start_burst_uwsgi(directory: Path) -> Node:
     """Start ``uwsgi --master --processes 4 --mule --mule --mule`` on the uWSGI burst app."""
-    address = ("127.0.0.1", free_port())
-    log = directory / "uwsgi.log"
-    command = [
-        "uwsgi",
-        "--master",
-        "--processes",
-        "4",
-        "--mule",
-        "--mule",
-        "--mule",
-        "--socket",
-        f"{address[0]}:{address[1]}",
-        "--wsgi-file",
-        str(directory / "uwsgi_app.py"),
-        "--pidfile",
-        str(directory / "uwsgi.pid"),
-        "--logto",
-        str(log),
-    ]
-    # A session of its own: Ctrl-C in the terminal reaches us, and we stop uWSGI ourselves.
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
-    )
-    return Node(process, address, log)
+    return start_uwsgi(directory, processes=4, mules=3)
 
 
 def wait_uwsgi_ready(node: Node) -> None:
@@ -496,7 +472,7 @@ def measure_bursts(directory: Path, settings: Settings) -> BurstResults:
             remote_signals="127.0.0.1:0",
         ).start() as handle:
             if shutil.which("uwsgi") is not None:
-                node = start_uwsgi(directory)
+                node = start_burst_uwsgi(directory)
                 wait_uwsgi_ready(node)
             rows = burst_rows(handle, state, node, uwsgi_state)
             for row in rows:

@@ -213,15 +213,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_uwsgi(directory: Path) -> Node:
-    """Start ``uwsgi --master --processes 1`` on the uWSGI app; it is not ready yet."""
+def start_uwsgi(directory: Path, *, processes: int = 1, mules: int = 0) -> Node:
+    """Start ``uwsgi --master`` on ``directory/uwsgi_app.py`` on a free loopback port.
+
+    It is not ready yet when this returns: see `wait_until_accepting`.
+    """
     address = ("127.0.0.1", free_port())
     log = directory / "uwsgi.log"
     command = [
         "uwsgi",
         "--master",
         "--processes",
-        "1",
+        str(processes),
+        *["--mule"] * mules,
         "--socket",
         f"{address[0]}:{address[1]}",
         "--wsgi-file",
