@@ -71,3 +71,31 @@ def test_a_successor_continues_from_the_published_head():
 def test_a_ring_size_that_is_not_whole_frames_is_refused():
     with pytest.raises(ValueError, match="invalid ring size 12: must be a multiple of 8"):
         Rings(1, size=12)
+
+
+def test_a_fork_while_another_thread_holds_the_fence_does_not_block_the_child():
+    import os
+    import threading
+
+    from uwsgisig.runtime.ipc import rings
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_fence() -> None:
+        with rings._fence_lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold_the_fence)
+    thread.start()
+    assert held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            rings.fence()  # would block forever on the inherited, held lock
+            os._exit(0)
+    finally:
+        release.set()
+        thread.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -28,6 +28,7 @@ at most that much delay, never a signal.
 from __future__ import annotations
 
 import mmap
+import os
 import platform
 import threading
 
@@ -42,6 +43,16 @@ _FIRST_RING = 8  # bytes of the global header
 WEAK_ORDER_NAP = None if platform.machine().lower() in ("x86_64", "amd64") else 0.01
 
 _fence_lock = threading.Lock()
+
+
+def _new_fence_lock() -> None:
+    # Another thread may have held the lock at the instant of fork: the child
+    # would wait for it forever. Its only use is the barrier, so a fresh one will do.
+    global _fence_lock
+    _fence_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_fence_lock)
 
 
 def fence() -> None:
