@@ -50,6 +50,12 @@ class ProgressCell:
         """Publish the handler being run (None when it returned)."""
         self._words[self._base + 1] = 0 if num is None else num + 1
 
+    @property
+    def running_word(self) -> memoryview:
+        """The ``running`` counter as a one-item view: the signal loop stores into it
+        directly (signal number + 1, or 0), which costs less than a call per handler."""
+        return self._words[self._base + 1 : self._base + 2]
+
 
 class Progress:
     """The counters of ``slots`` children, in one anonymous shared mapping made before fork."""
