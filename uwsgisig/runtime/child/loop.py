@@ -157,7 +157,8 @@ class SignalLoop:
                     self._run_handler(data[0], missing_ok=False)
                     continue
                 self._hot, self._streak = None, 0
-            incoming = self.next(None, everything)
+            # Signals aimed at this process alone come first, as in `next`.
+            incoming = self.link.take() if inbox else self.next(None, everything)
             if type(incoming) is bytes:
                 self._dispatch(incoming)
             elif incoming[0] == _RUN:  # type: ignore[index]

@@ -65,6 +65,10 @@ class MasterLink:
         self._head = ring.head if ring is not None else 0
         self.send_timeout = send_timeout
         self.progress = progress
+        # What `take` counts (nobody reads the controller's count).
+        self._started = (
+            progress.started_word if progress is not None else memoryview(bytearray(8)).cast("Q")
+        )
         self.credit = RAISE_WINDOW
         self.inbox: deque[tuple[int, int]] = deque()  # (op, num)
         self.replies: deque[Frame] = deque()
@@ -94,8 +98,8 @@ class MasterLink:
     def take(self) -> tuple[int, int]:
         """The next signal frame ``(op, num)`` of the inbox (which must not be empty)."""
         frame = self.inbox.popleft()
-        if frame[0] in _COUNTED_OPS and self.progress is not None:
-            self.progress.start()
+        if frame[0] in _COUNTED_OPS:
+            self._started[0] += 1
         return frame
 
     def wait_for(self, num: int) -> None:

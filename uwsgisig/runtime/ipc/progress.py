@@ -51,6 +51,11 @@ class ProgressCell:
         self._words[self._base + 1] = 0 if num is None else num + 1
 
     @property
+    def started_word(self) -> memoryview:
+        """The ``started`` counter as a one-item view, for the link to add to directly."""
+        return self._words[self._base : self._base + 1]
+
+    @property
     def running_word(self) -> memoryview:
         """The ``running`` counter as a one-item view: the signal loop stores into it
         directly (signal number + 1, or 0), which costs less than a call per handler."""
