@@ -104,11 +104,7 @@ class SignalLoop:
         self.stopping = False  # a graceful stop: leave even a wait() at its next idle moment
         self.idle = False  # blocked in this loop, not running the app's code
         self.forked_copy = False  # set in a process a handler forked (see bootstrap)
-        progress = link.progress
-        # Where this process says which handler runs (nobody reads the controller's).
-        self._running = (
-            progress.running_word if progress is not None else memoryview(bytearray(8)).cast("Q")
-        )
+        self._running = link.progress.running_word  # where it says which handler runs
         self._hot: socket.socket | MessageQueue | None = None
         self._hot_fd = -1
         self._streak = 0

@@ -30,7 +30,7 @@ from ..wire.frames import (
     pack,
     pack_payload,
 )
-from .progress import ProgressCell
+from .progress import Progress, ProgressCell
 from .rings import Ring
 
 __all__ = ["MasterGone", "MasterLink"]
@@ -64,11 +64,9 @@ class MasterLink:
         self._ring = ring
         self._head = ring.head if ring is not None else 0
         self.send_timeout = send_timeout
-        self.progress = progress
-        # What `take` counts (nobody reads the controller's count).
-        self._started = (
-            progress.started_word if progress is not None else memoryview(bytearray(8)).cast("Q")
-        )
+        # The controller's frames need no successor: a cell nobody reads serves it.
+        self.progress = progress if progress is not None else Progress(1).cell(0)
+        self._started = self.progress.started_word  # what `take` counts
         self.credit = RAISE_WINDOW
         self.inbox: deque[tuple[int, int]] = deque()  # (op, num)
         self.replies: deque[Frame] = deque()

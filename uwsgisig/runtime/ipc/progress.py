@@ -36,23 +36,16 @@ class ProgressCell:
         """How many private signal frames this slot's children have taken, ever."""
         return self._words[self._base]
 
-    def start(self) -> None:
-        """Count one more private signal frame taken (called by the child)."""
-        self._words[self._base] += 1
-
     @property
     def running(self) -> int | None:
         """The signal whose handler runs now, or None."""
         value = self._words[self._base + 1]
         return value - 1 if value else None
 
-    def set_running(self, num: int | None) -> None:
-        """Publish the handler being run (None when it returned)."""
-        self._words[self._base + 1] = 0 if num is None else num + 1
-
     @property
     def started_word(self) -> memoryview:
-        """The ``started`` counter as a one-item view, for the link to add to directly."""
+        """The ``started`` counter as a one-item view: the child's link adds one to it
+        for each private signal frame it takes."""
         return self._words[self._base : self._base + 1]
 
     @property
