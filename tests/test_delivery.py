@@ -14,7 +14,14 @@ import textwrap
 
 import pytest
 
-from tests.conftest import PREAMBLE, assert_all_gone, children_of, pid_alive, wait_for
+from tests.conftest import (
+    PREAMBLE,
+    assert_all_gone,
+    children_of,
+    pid_alive,
+    process_state,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -436,5 +443,28 @@ def test_thousands_of_lone_signals_each_wake_the_sleeping_master(start_app):
         workers=2,
     )
     for _ in range(3000):
+        app.handle.signal(30)
+        assert app.handle.wait(201, timeout=10) == 201
+
+
+def test_after_a_burst_the_master_sleeps_and_a_lone_signal_rings_it_awake(start_app):
+    # After work the master watches the rings for a moment before it sleeps.
+    # It must then really sleep (a master that kept spinning would stay "R"),
+    # and a signal sent while it sleeps must ring it awake, every time.
+    app = start_app(
+        """
+        @Signal(30).register_handler(target="worker")
+        def ping(num):
+            Signal(201).send()
+        """,
+        workers=2,
+    )
+    master = app.handle.pid
+    for _ in range(200):
+        app.handle.signal(30)
+    for _ in range(200):
+        assert app.handle.wait(201, timeout=10) == 201
+    for _ in range(300):
+        wait_for(lambda: process_state(master) == "S", 10, "the master to sleep in poll")
         app.handle.signal(30)
         assert app.handle.wait(201, timeout=10) == 201
