@@ -15,7 +15,9 @@ def greet(num: int) -> None:
 """
 
 from . import monitoring, scheduling, spooler
+from .attaching import attach, detach
 from .errors import (
+    AttachRefusedError,
     MessageQueueFullError,
     MessageTooLargeError,
     MonitorPathError,
@@ -41,6 +43,7 @@ from .signals import (
 )
 
 __all__ = [
+    "AttachRefusedError",
     "REGISTERED_SIGNALS",
     "Farm",
     "MessageQueueFullError",
@@ -61,6 +64,8 @@ __all__ = [
     "SignalQueueFullError",
     "TargetError",
     "UwsgisigError",
+    "attach",
+    "detach",
     "get_available_num",
     "get_last_received",
     "masterpid",

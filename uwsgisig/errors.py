@@ -11,6 +11,7 @@ import it, and it imports nothing of theirs.
 from __future__ import annotations
 
 __all__ = [
+    "AttachRefusedError",
     "MessageQueueFullError",
     "MessageTooLargeError",
     "MonitorPathError",
@@ -51,6 +52,10 @@ class SignalAlreadyRegisteredError(UwsgisigError, ValueError):
 
 class NoSignalAvailableError(UwsgisigError):
     """All 256 signal numbers are taken."""
+
+
+class AttachRefusedError(UwsgisigError):
+    """The runtime refused this process as a worker; the message gives its reason."""
 
 
 class NotInRuntimeError(UwsgisigError, RuntimeError):

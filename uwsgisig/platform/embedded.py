@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from ..errors import (
     check_signal_number,
 )
 from ..runtime.child import offload
+from ..runtime.child.attach import Attachment, attach_to
 from ..runtime.ipc.messages import MessageQueue, PostOffice, as_message
 from ..runtime.ipc.spool import SpoolDir
 from ..runtime.model import app
@@ -50,6 +52,9 @@ __all__ = [
     "add_rb_timer",
     "add_timer",
     "add_postfork_hook",
+    "attach_worker",
+    "detach_worker",
+    "run_coroutines_on",
     "call_offloaded",
     "declare_farm",
     "declare_mule",
@@ -172,7 +177,7 @@ def masterpid() -> int:
 
 def numproc() -> int:
     """The number of workers of this runtime, or 0 outside one."""
-    return CURRENT.config.workers if CURRENT.role is not None else 0
+    return CURRENT.config.worker_slots if CURRENT.role is not None else 0
 
 
 def options() -> dict[str, object]:
@@ -180,7 +185,7 @@ def options() -> dict[str, object]:
     if CURRENT.role is None:
         return {}
     config = CURRENT.config
-    opt: dict[str, object] = {"master": True, "processes": config.workers}
+    opt: dict[str, object] = {"master": True, "processes": config.worker_slots}
     if config.mule_count:
         opt["mules"] = config.mule_count
     if config.farms:
@@ -451,3 +456,49 @@ def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> Non
     if handler is not None and not callable(handler):
         raise TypeError(f"a spool handler must be callable, not {handler!r}")
     DECLARED.spool_handler = handler
+
+
+_attachment: Attachment | None = None
+
+
+def attach_worker(path: str) -> int:
+    """Attach this process to the runtime at ``path`` as a worker; return its worker id.
+
+    Its post-fork hooks run here, then its signal loop runs in a daemon thread.
+    """
+    global _attachment
+    if _attachment is not None and _attachment.pid == os.getpid() and CURRENT.loop is not None:
+        return _attachment.id
+    if CURRENT.role is not None:
+        raise NotInRuntimeError(
+            f"this process is already the runtime's {CURRENT.role.name.lower()}: "
+            "only a process the runtime did not start attaches"
+        )
+    _attachment = attach_to(path)
+    _attachment.serve_in_thread(DECLARED.postfork_hooks)
+    return _attachment.id
+
+
+def detach_worker() -> None:
+    """Leave the runtime this process attached to; nothing if it is not attached."""
+    global _attachment
+    if _attachment is not None and _attachment.pid == os.getpid():
+        _attachment.detach()
+    _attachment = None
+
+
+def _forget_attachment_in_child() -> None:
+    # A process forked by an attached worker is not that worker: it may attach itself.
+    global _attachment
+    if _attachment is not None:
+        _attachment.leave_copy()
+        _attachment = None
+
+
+os.register_at_fork(after_in_child=_forget_attachment_in_child)
+
+
+def run_coroutines_on(loop: asyncio.AbstractEventLoop) -> None:
+    """In an attached ASGI worker: run ``async def`` signal handlers on its event loop."""
+    if CURRENT.loop is not None:
+        CURRENT.loop.run_coroutines_on(loop)

@@ -10,6 +10,7 @@ naming the call, never a silent no-op.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -106,6 +107,19 @@ def signal_registered(num: int) -> bool:
 
 
 # ---------------------------------------------------------------- who am I
+
+
+def attach_worker(path: str) -> int:
+    """Under uWSGI this process is one of its workers already: its id, with nothing to do."""
+    return int(uwsgi.worker_id())
+
+
+def detach_worker() -> None:
+    """Under uWSGI there is nothing to leave."""
+
+
+def run_coroutines_on(loop: asyncio.AbstractEventLoop) -> None:
+    """Under uWSGI, handlers run as uWSGI runs them: nothing to do."""
 
 
 def worker_id() -> int:

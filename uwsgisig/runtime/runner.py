@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -18,6 +20,7 @@ from .handle import ProcessInfo, RuntimeHandle
 from .ipc.posix import die_with_parent
 from .ipc.rings import Rings
 from .master import Master
+from .master.door import bind_door
 from .master.listener import address_of, bind_listener
 from .model.app import DECLARED, import_app
 from .model.config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
@@ -28,6 +31,7 @@ from .model.table import TABLE
 __all__ = ["ProcessInfo", "Runtime", "RuntimeHandle", "serve"]
 
 log = logging.getLogger("uwsgisig")
+PRIVATE_DIR_PREFIX = "uwsgisig-"
 LOG_FORMAT = "%(asctime)s uwsgisig[%(process)d] %(levelname)s %(message)s"
 
 
@@ -42,7 +46,14 @@ class Runtime:
     port 0 for a free one) lets other nodes raise signals over the uwsgi
     protocol; a non-loopback host needs ``remote_signals_any=True``.
     ``graceful_stop`` makes SIGTERM let running handlers finish, for up to
-    ``stop_timeout`` seconds, instead of ending them at once.
+    ``stop_timeout`` seconds, instead of ending them at once. ``attach``
+    keeps that many worker slots, after the ``workers`` it forks, for
+    processes that attach (a web server's workers, see `uwsgisig.attach`) on
+    the unix socket ``attach_socket``; by default that is ``attach.sock`` in
+    a private temporary directory, removed when the runtime stops.
+    ``command`` (an argv) runs beside the runtime, supervised as uWSGI's
+    attach-daemon: restarted if it dies, sent SIGHUP on reload, stopped with
+    the runtime; ``$UWSGISIG_ATTACH`` tells its processes where to attach.
     """
 
     def __init__(
@@ -63,6 +74,9 @@ class Runtime:
         log_file: str | os.PathLike[str] | None = None,
         remote_signals: str | None = None,
         remote_signals_any: bool = False,
+        attach: int = 0,
+        attach_socket: str | os.PathLike[str] | None = None,
+        command: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.config = RuntimeConfig(
@@ -84,6 +98,9 @@ class Runtime:
             log_file=None if log_file is None else os.fspath(log_file),
             remote_signals=remote_signals,
             remote_signals_any=remote_signals_any,
+            attach=attach,
+            attach_socket=os.fspath(attach_socket) if attach_socket is not None else None,
+            command=tuple(command),
         )
 
     def run(self) -> int:
@@ -94,6 +111,7 @@ class Runtime:
         """Fork a master that runs this runtime; return once every child is ready."""
         # Bound here, so a bad address fails in the caller and the handle knows the port.
         listening = listen_for_remote_signals(self.config)
+        config, door = open_door(self.config)
         parent_end, master_end = socket.socketpair()
         rings = Rings(1)  # the handle's frames to the master, shared across the fork
         pid = os.fork()
@@ -104,22 +122,26 @@ class Runtime:
                 die_with_parent(signal.SIGTERM)
                 code = serve(
                     self.app,
-                    self.config,
+                    config,
                     controller=master_end,
                     controller_rings=rings,
                     listening=listening,
+                    door=door,
                 )
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(code)
         master_end.close()
+        rings.memory.close_fd()  # only the master hands it on, to workers that attach
+        if door is not None:
+            door.close()  # the master's copy listens
         remote = None
         if listening is not None:
             remote = address_of(listening)
             listening.close()  # the master has its own copy
         handle = RuntimeHandle(
-            pid, parent_end, self.config, remote_signals=remote, ring=rings.ring(0)
+            pid, parent_end, config, remote_signals=remote, ring=rings.ring(0)
         )
         try:
             handle.wait_ready(ready_timeout)
@@ -135,11 +157,14 @@ def serve(
     controller: socket.socket | None,
     listening: socket.socket | None = None,
     controller_rings: Rings | None = None,
+    door: socket.socket | None = None,
 ) -> int:
     """Be the master: listen, import the app, check it, fork, and loop."""
     configure_logging(config.log_file)
     if listening is None:
         listening = listen_for_remote_signals(config)
+    if door is None:
+        config, door = open_door(config)
     CURRENT.role = Role.MASTER
     CURRENT.id = 0
     CURRENT.masterpid = os.getpid()
@@ -157,9 +182,13 @@ def serve(
         controller=controller,
         controller_rings=controller_rings,
         listening=listening,
+        door=door,
     )
     check_targets(master)
-    return master.run()
+    try:
+        return master.run()
+    finally:
+        remove_private_dir(config)
 
 
 def listen_for_remote_signals(config: RuntimeConfig) -> socket.socket | None:
@@ -167,6 +196,29 @@ def listen_for_remote_signals(config: RuntimeConfig) -> socket.socket | None:
     if config.remote_signals is None:
         return None
     return bind_listener(config.remote_signals, config.remote_signals_any)
+
+
+def open_door(config: RuntimeConfig) -> tuple[RuntimeConfig, socket.socket | None]:
+    """Bind the attach socket if the config keeps attach slots; fill in its path."""
+    if not config.attach:
+        return config, None
+    if config.attach_socket is None:
+        private = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX)  # mode 0700
+        config = attrs.evolve(config, attach_socket=os.path.join(private, "attach.sock"))
+    assert config.attach_socket is not None
+    return config, bind_door(config.attach_socket)
+
+
+def remove_private_dir(config: RuntimeConfig) -> None:
+    """Remove the directory `open_door` made for the attach socket, once it is empty."""
+    if config.attach_socket is None:
+        return
+    parent = os.path.dirname(config.attach_socket)
+    if os.path.basename(parent).startswith(PRIVATE_DIR_PREFIX):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.attach_socket)
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
 
 
 def with_declarations(config: RuntimeConfig) -> RuntimeConfig:

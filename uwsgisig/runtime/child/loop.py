@@ -12,12 +12,19 @@ one write, and four signals for four idle workers must wake all four.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import logging
 import os
 import select
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import Future
+from typing import Any
 
 import attrs
 
@@ -85,6 +92,11 @@ class SignalLoop:
     """Serves the signals (and, in a mule, the messages) of one process.
 
     ``table`` None means run no handler; ``mailbox`` is a mule's message queues.
+
+    With ``threads`` (an attached worker, whose loop runs in a thread of its
+    own), other threads wake the loop through a socket of its own: for signal
+    frames they read into the link's inbox, or a wait() they ask this loop to
+    run (`wait` from another thread).
     """
 
     def __init__(
@@ -93,8 +105,22 @@ class SignalLoop:
         queues: Iterable[socket.socket],
         table: SignalTable | None,
         mailbox: Mailbox | None = None,
+        threads: bool = False,
     ) -> None:
         self.link = link
+        self._wake: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._wake_fd = -1
+        if threads:
+            self._wake, self._wake_w = socket.socketpair()
+            self._wake_w.setblocking(False)
+            self._wake_fd = self._wake.fileno()
+            link.on_inbox = self.wake
+        self.thread: int | None = None  # the thread that serves, once serve_forever runs
+        self._jobs: deque[tuple[int | None, float | None, Future[int]]] = deque()
+        # How an ``async def`` handler runs: to completion here, unless an ASGI
+        # worker gives its event loop (`run_coroutines_on`).
+        self.run_coroutine: Callable[[Coroutine[Any, Any, object]], object] = asyncio.run
         self._link_fd = link.fileno()
         self.table = table
         self.queues = {queue.fileno(): queue for queue in queues}
@@ -121,6 +147,8 @@ class SignalLoop:
         if known is not None:
             return known
         plain = [self.link.fileno(), *self.queues] if signals else []
+        if self._wake is not None:
+            plain.append(self._wake_fd)
         shared: list[int] = []
         own = self.mailbox.own if self.mailbox is not None else None
         for queue in mail:
@@ -138,6 +166,13 @@ class SignalLoop:
         """Run handlers (and, in a mule, take messages) until asked to reload."""
         everything = self._everything
         inbox = self.link.inbox
+        self.thread = self.link.reader = threading.get_ident()
+        try:
+            self._serve(everything, inbox)
+        finally:
+            self._fail_jobs()
+
+    def _serve(self, everything: Sources, inbox: deque[tuple[int, int]]) -> None:
         while not self.leaving:
             # The hot path, kept in this loop on purpose: in a burst, the next
             # signal of the shared queue that gave the last one is taken without
@@ -155,7 +190,9 @@ class SignalLoop:
                 self._hot, self._streak = None, 0
             # Signals aimed at this process alone come first, as in `next`.
             incoming = self.link.take() if inbox else self.next(None, everything)
-            if type(incoming) is bytes:
+            if incoming is None:  # woken by another thread
+                self._run_jobs()
+            elif type(incoming) is bytes:
                 self._dispatch(incoming)
             elif incoming[0] == _RUN:  # type: ignore[index]
                 self._run_handler(incoming[1], missing_ok=False)  # type: ignore[index]
@@ -167,6 +204,8 @@ class SignalLoop:
 
         Registered signals that arrive meanwhile run their handlers, as in uWSGI.
         """
+        if self.thread is not None and threading.get_ident() != self.thread:
+            return self._wait_in_loop(num, timeout)
         want = ANY_SIGNAL if num is None else num
         self.link.wait_for(want)
         self.waiting = want
@@ -189,6 +228,38 @@ class SignalLoop:
             if self.waiting is not None:
                 self.waiting = None
                 self.link.stop_waiting()
+
+    def _wait_in_loop(self, num: int | None, timeout: float | None) -> int:
+        """wait() from another thread of an attached worker: the loop's thread runs it.
+
+        The worker is one process to the master, which knows one wait() per
+        process, so waits from several threads run one after another.
+        """
+        future: Future[int] = Future()
+        self._jobs.append((num, timeout, future))
+        self.wake()
+        return future.result()
+
+    def wake(self) -> None:
+        """From another thread: make the loop look at its inbox and its jobs."""
+        if self._wake_w is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._wake_w.send(b"x")
+
+    def _run_jobs(self) -> None:
+        while self._jobs and not self.leaving:
+            num, timeout, future = self._jobs.popleft()
+            try:
+                future.set_result(self.wait(num, timeout))
+            except BaseException as exc:
+                future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _fail_jobs(self) -> None:
+        while self._jobs:
+            _, _, future = self._jobs.popleft()
+            future.set_exception(RuntimeError("the runtime is gone: this worker detached"))
 
     def get_message(self, sources: Sources, timeout: float | None) -> bytes | None:
         """Block until a message arrives in ``sources``; None after ``timeout`` seconds.
@@ -236,6 +307,11 @@ class SignalLoop:
                 if fd == link_fd:
                     link.read(None)
                     continue
+                if fd == self._wake_fd:
+                    self._drain_wake()
+                    if self._jobs and self.waiting is None:
+                        return None
+                    continue
                 queue = self.queues.get(fd)
                 if queue is not None:
                     try:
@@ -253,6 +329,12 @@ class SignalLoop:
                         self._hot, self._hot_fd = box, fd
                         return message
         return link.take()
+
+    def _drain_wake(self) -> None:
+        assert self._wake is not None
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._wake.recv(4096, socket.MSG_DONTWAIT):
+                pass
 
     def request_stop(self) -> None:
         """A graceful stop: exit now if idle, else once the running handler returns."""
@@ -309,6 +391,14 @@ class SignalLoop:
         log.error("unexpected frame %d from the master in %s", op, describe_self())
         return None
 
+    def run_coroutines_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``async def`` handlers on ``loop`` (an ASGI worker's), waiting for each."""
+
+        def run(coroutine: Coroutine[Any, Any, object]) -> object:
+            return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+        self.run_coroutine = run
+
     def _dispatch(self, message: bytes) -> None:
         """A message reached a mule's default loop: run the call, or the app's hook."""
         deliver(message, describe_self())
@@ -323,7 +413,9 @@ class SignalLoop:
         running = self._running
         running[0] = num + 1
         try:
-            entry.handler(num)
+            result = entry.handler(num)
+            if result is not None and inspect.iscoroutine(result):
+                self.run_coroutine(result)
         except Exception:
             log.exception(
                 "handler %r of signal %d raised in %s", entry.handler, num, describe_self()

@@ -9,14 +9,24 @@ handler that raises a signal while the window is empty can block here safely.
 
 The verbs below (`raise_signal`, `wait_for`, `register`, `add_event`, ...)
 are what the platform calls: nothing outside this module builds a frame.
+
+A link made ``threaded`` (an attached worker: its signal loop runs in a
+thread of its own while the server's threads raise signals) writes each
+frame under a lock, reads without blocking under another, and never polls
+for more than `THREADED_POLL` at a time when it waits for credit or a
+reply: the loop's thread may read what it waits for. Signal frames that
+another thread reads into the inbox are announced with ``on_inbox``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ...errors import SignalAlreadyRegisteredError, SignalQueueFullError, TargetError
 from ..wire.frames import (
@@ -37,6 +47,8 @@ __all__ = ["MasterGone", "MasterLink"]
 
 _SIGNAL_OPS = frozenset((Op.RUN, Op.DELIVER, Op.RELOAD, Op.SPOOL))
 _COUNTED_OPS = frozenset((Op.RUN, Op.DELIVER))
+# Seconds a threaded link polls at most before it looks again at what it waits for.
+THREADED_POLL = 0.005
 
 
 class MasterGone(Exception):
@@ -59,13 +71,18 @@ class MasterLink:
         send_timeout: float,
         progress: ProgressCell | None = None,
         ring: Ring | None = None,
+        threaded: bool = False,
     ) -> None:
         self.sock = sock
         self._ring = ring
         self._head = ring.head if ring is not None else 0
         self.send_timeout = send_timeout
         # The controller's frames need no successor: a cell nobody reads serves it.
-        self.progress = progress if progress is not None else Progress(1).cell(0)
+        if progress is None:
+            unread = Progress(1)
+            unread.memory.close_fd()
+            progress = unread.cell(0)
+        self.progress = progress
         self._started = self.progress.started_word  # what `take` counts
         self.credit = RAISE_WINDOW
         self.inbox: deque[tuple[int, int]] = deque()  # (op, num)
@@ -73,6 +90,13 @@ class MasterLink:
         self._reader = FrameReader()
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
+        self.threaded = threaded
+        self._write_lock = threading.Lock() if threaded else contextlib.nullcontext()
+        self._read_lock = threading.Lock() if threaded else contextlib.nullcontext()
+        self._request_lock = threading.Lock() if threaded else contextlib.nullcontext()
+        self._credit_lock = threading.Lock() if threaded else contextlib.nullcontext()
+        self.reader: int | None = None  # the thread of the signal loop, when threaded
+        self.on_inbox: Callable[[], None] | None = None
 
     def fileno(self) -> int:
         """The socket's descriptor, for the signal loop's poll."""
@@ -86,12 +110,24 @@ class MasterLink:
 
     def raise_signal(self, num: int) -> None:
         """Queue ``num`` in the master; wait for credit while the master is full."""
+        if self.threaded:
+            self._raise_threaded(num)
+            return
         if not self.credit:
             self._wait_for_credit(num)
         # Written at once, never buffered here: once this returns, the signal is
         # in the master's ring (or socket) and survives this process.
         self._write(RAISE_FRAMES[num])
         self.credit -= 1
+
+    def _raise_threaded(self, num: int) -> None:
+        while True:
+            with self._credit_lock:
+                if self.credit:
+                    self.credit -= 1
+                    break
+            self._wait_for_credit(num)
+        self._write(RAISE_FRAMES[num])
 
     def take(self) -> tuple[int, int]:
         """The next signal frame ``(op, num)`` of the inbox (which must not be empty)."""
@@ -153,6 +189,13 @@ class MasterLink:
         self._write(pack(op, num, value, arg))
 
     def _write(self, frames: bytes) -> None:
+        if self.threaded:
+            with self._write_lock:
+                self._write_frames(frames)
+        else:
+            self._write_frames(frames)
+
+    def _write_frames(self, frames: bytes) -> None:
         ring = self._ring
         try:
             if ring is None:
@@ -192,6 +235,8 @@ class MasterLink:
 
     def read(self, timeout: float | None) -> bool:
         """Read what the master sent, waiting up to ``timeout`` seconds; True if anything came."""
+        if self.threaded:
+            return self._read_threaded(timeout)
         if timeout is not None and not self._poll.poll(max(0, int(timeout * 1000) + 1)):
             return False
         try:
@@ -200,14 +245,40 @@ class MasterLink:
             data = b""
         if not data:
             raise MasterGone()
+        self._sort(data)
+        return True
+
+    def _read_threaded(self, timeout: float | None) -> bool:
+        if timeout is not None:
+            if threading.get_ident() != self.reader:
+                timeout = min(timeout, THREADED_POLL)
+            if not self._poll.poll(max(0, int(timeout * 1000) + 1)):
+                return False
+        with self._read_lock:
+            try:
+                data = self.sock.recv(262144, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False  # another thread took it
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                raise MasterGone()
+            queued = len(self.inbox)
+            self._sort(data)
+            grew = len(self.inbox) > queued
+        if grew and self.on_inbox is not None and threading.get_ident() != self.reader:
+            self.on_inbox()
+        return True
+
+    def _sort(self, data: bytes) -> None:
         for op, arg, num, value in self._reader.feed(data):
             if op == Op.CREDIT:
-                self.credit += value
+                with self._credit_lock:
+                    self.credit += value
             elif op in _SIGNAL_OPS:
                 self.inbox.append((op, num))
             else:
                 self.replies.append(Frame(op, arg, num, value))
-        return True
 
     def request(
         self,
@@ -220,6 +291,12 @@ class MasterLink:
         timeout: float = 10.0,
     ) -> list[Frame]:
         """Send a frame and return the replies up to and including the first ``until`` frame."""
+        with self._request_lock:  # one request at a time: replies come back in order
+            return self._request(op, num, value, arg, until=until, timeout=timeout)
+
+    def _request(
+        self, op: Op, num: int, value: int, arg: int, *, until: Op, timeout: float
+    ) -> list[Frame]:
         self.send(op, num, value, arg)
         deadline = time.monotonic() + timeout
         answer: list[Frame] = []

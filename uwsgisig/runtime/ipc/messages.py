@@ -18,6 +18,7 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Iterator
 
 from ...errors import MessageQueueFullError, MessageTooLargeError, TargetError
 
@@ -45,10 +46,15 @@ def as_message(message: bytes | bytearray | memoryview | str) -> bytes:
 class MessageQueue:
     """One queue of whole messages: many writers, one or more readers."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, write_end: socket.socket | None = None) -> None:
         self.name = name
-        self.write_end, self.read_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.write_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, QUEUE_BUFFER)
+        self.read_end: socket.socket
+        if write_end is None:
+            self.write_end, self.read_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.write_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, QUEUE_BUFFER)
+        else:
+            # An attached worker's copy: it writes, and never reads.
+            self.write_end = write_end
         self._writable = select.poll()
         self._writable.register(self.write_end, select.POLLOUT)
 
@@ -105,10 +111,21 @@ class Mailbox:
 class PostOffice:
     """Every message queue of a runtime, made by the master before it forks."""
 
-    def __init__(self, mule_count: int, farms: dict[str, tuple[int, ...]]) -> None:
-        self.mules = tuple(MessageQueue(f"mule {i}") for i in range(1, mule_count + 1))
-        self.shared = MessageQueue("the mules") if mule_count else None
-        self.farms = {name: MessageQueue(f"farm {name!r}") for name in farms}
+    def __init__(
+        self,
+        mule_count: int,
+        farms: dict[str, tuple[int, ...]],
+        *,
+        write_ends: Iterator[socket.socket] | None = None,
+    ) -> None:
+        # With ``write_ends`` (an attached worker's, in `all_queues` order) the
+        # queues are the master's, not new ones.
+        def queue(name: str) -> MessageQueue:
+            return MessageQueue(name, write_end=next(write_ends) if write_ends else None)
+
+        self.mules = tuple(queue(f"mule {i}") for i in range(1, mule_count + 1))
+        self.shared = queue("the mules") if mule_count else None
+        self.farms = {name: queue(f"farm {name!r}") for name in farms}
         self._farm_mules = farms
 
     def all_queues(self) -> list[MessageQueue]:

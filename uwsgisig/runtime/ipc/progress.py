@@ -14,7 +14,7 @@ outlives its timeout, ``running`` names the handler being interrupted.
 
 from __future__ import annotations
 
-import mmap
+from .shared import SharedMemory
 
 __all__ = ["Progress", "ProgressCell"]
 
@@ -56,11 +56,21 @@ class ProgressCell:
 
 
 class Progress:
-    """The counters of ``slots`` children, in one anonymous shared mapping made before fork."""
+    """The counters of ``slots`` children, in one shared mapping made before fork.
 
-    def __init__(self, slots: int) -> None:
-        self._map = mmap.mmap(-1, max(slots, 1) * _CELL_WORDS * _WORD)
-        self._words = memoryview(self._map).cast("Q")
+    An attached worker maps the same memory from ``memory.fd`` (`attach`).
+    """
+
+    def __init__(self, slots: int, *, memory: SharedMemory | None = None) -> None:
+        if memory is None:
+            memory = SharedMemory(max(slots, 1) * _CELL_WORDS * _WORD, "progress")
+        self.memory = memory
+        self._words = memoryview(memory.map).cast("Q")
+
+    @classmethod
+    def attach(cls, fd: int) -> Progress:
+        """The master's cells, mapped from the descriptor it sent."""
+        return cls(0, memory=SharedMemory.attach(fd))
 
     def cell(self, index: int) -> ProgressCell:
         """The cell of slot ``index`` (0-based)."""

@@ -32,6 +32,8 @@ import os
 import platform
 import threading
 
+from .shared import SharedMemory
+
 __all__ = ["RING_SIZE", "WEAK_ORDER_NAP", "Ring", "Rings", "fence"]
 
 RING_SIZE = 65536  # bytes of frames per child: 8,192 frames, twice the raise window
@@ -130,19 +132,41 @@ class Ring:
 
 
 class Rings:
-    """The rings of ``count`` children, and the master's ``sleeping`` word, in one mapping."""
+    """The rings of ``count`` children, and the master's ``sleeping`` word, in one mapping.
+
+    An attached worker maps the same memory from the descriptors the master
+    sends it (`attach`): ``memory.fd``, and ``sleeping_memory.fd`` for the
+    mapping that holds the sleeping word.
+    """
 
     def __init__(
-        self, count: int, size: int = RING_SIZE, *, sleeping_in: Rings | None = None
+        self,
+        count: int,
+        size: int = RING_SIZE,
+        *,
+        sleeping_in: Rings | None = None,
+        memory: SharedMemory | None = None,
+        sleeping_memory: SharedMemory | None = None,
     ) -> None:
         if size % 8:
             raise ValueError(f"invalid ring size {size}: must be a multiple of 8 bytes")
         self._stride = 8 * _HEADER_WORDS + size
-        self._map = mmap.mmap(-1, _FIRST_RING + max(count, 1) * self._stride)
+        if memory is None:
+            memory = SharedMemory(_FIRST_RING + max(count, 1) * self._stride, "rings")
+        self.memory = memory
+        self._map = memory.map
         self._size = size
         # The master's one "sleeping" word: this mapping's, or that of ``sleeping_in``.
-        owner = sleeping_in._map if sleeping_in is not None else self._map
-        self._sleeping = memoryview(owner).cast("Q")[_SLEEPING : _SLEEPING + 1]
+        if sleeping_memory is None:
+            sleeping_memory = sleeping_in.memory if sleeping_in is not None else memory
+        self.sleeping_memory = sleeping_memory
+        self._sleeping = memoryview(sleeping_memory.map).cast("Q")[_SLEEPING : _SLEEPING + 1]
+
+    @classmethod
+    def attach(cls, rings_fd: int, sleeping_fd: int) -> Rings:
+        """The master's rings, mapped from the descriptors it sent."""
+        memory = SharedMemory.attach(rings_fd)
+        return cls(0, memory=memory, sleeping_memory=SharedMemory.attach(sleeping_fd))
 
     def ring(self, index: int) -> Ring:
         """The ring of slot ``index`` (0-based)."""

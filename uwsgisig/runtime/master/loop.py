@@ -10,15 +10,20 @@ raise more is flow control's, and the children's lives are the supervisor's.
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import math
 import os
+import pickle
 import select
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
 
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
 from ..ipc.messages import PostOffice
@@ -26,13 +31,15 @@ from ..ipc.posix import STOP_SIGNALS
 from ..ipc.progress import Progress
 from ..ipc.rings import WEAK_ORDER_NAP, Rings
 from ..ipc.spool import SpoolDir
-from ..model.config import RuntimeConfig
+from ..model.config import ATTACH_ENV, RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
 from ..model.table import SignalTable
 from ..model.targets import Target, target_from_code
 from ..schedule.events import Event, EventSources, decode
 from ..wire.frames import FRAME, Op, RegisterError
+from .command import Command
+from .door import Admission, AttachDoor
 from .flow import Flow
 from .listener import RemoteListener
 from .peers import Peer, SharedQueue, Slot
@@ -71,6 +78,7 @@ class Master:
         controller: socket.socket | None = None,
         controller_rings: Rings | None = None,
         listening: socket.socket | None = None,
+        door: socket.socket | None = None,
     ) -> None:
         self.config = config
         self.table = table
@@ -82,7 +90,7 @@ class Master:
         self.pid = os.getpid()
         self.running = True
         self._graceful = False
-        count = config.workers + config.mule_count + (1 if config.spooler else 0)
+        count = config.worker_slots + config.mule_count + (1 if config.spooler else 0)
         self.progress = Progress(count)
         # One "sleeping" word for every ring: the handle's mapping holds it when
         # there is a handle, so the master stores it once per pass.
@@ -90,11 +98,16 @@ class Master:
         self._rings_were_busy = False
         indexes = iter(range(count))
 
-        def slot(role: Role, ident: int) -> Slot:
+        def slot(role: Role, ident: int, attached: bool = False) -> Slot:
             index = next(indexes)
-            return Slot(role, ident, self.progress.cell(index), self.rings.ring(index))
+            return Slot(
+                role, ident, self.progress.cell(index), self.rings.ring(index), attached=attached
+            )
 
-        self.workers = [slot(Role.WORKER, i) for i in range(1, config.workers + 1)]
+        self.workers = [
+            slot(Role.WORKER, i, attached=i > config.workers)
+            for i in range(1, config.worker_slots + 1)
+        ]
         self.mules = [slot(Role.MULE, i) for i in range(1, config.mule_count + 1)]
         self.spooler = slot(Role.SPOOLER, 0) if config.spooler else None
         self.slots = [*self.workers, *self.mules, *([self.spooler] if self.spooler else [])]
@@ -130,7 +143,7 @@ class Master:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.supervisor = Supervisor(
-            self.slots,
+            [slot for slot in self.slots if not slot.attached],
             launch=self._launch,
             lost=self._lost,
             describe_work=self.describe_work,
@@ -139,10 +152,31 @@ class Master:
             reload_timeout=config.reload_timeout,
             wait_wakeup=self._wait_wakeup,
         )
+        if config.command:
+            env = dict(os.environ)
+            if config.attach_socket is not None:
+                env[ATTACH_ENV] = config.attach_socket
+            self.supervisor.command = Command(
+                config.command, env, call_later=self.supervisor.call_later
+            )
         self._poll = select.poll()
         self.remote = (
             RemoteListener(listening, self._poll, self.raise_remote)
             if listening is not None
+            else None
+        )
+        if door is None:  # no process will attach: the mappings need no descriptors
+            for memory in (self.progress.memory, self.rings.memory, self.rings.sleeping_memory):
+                memory.close_fd()
+        self.door = (
+            AttachDoor(
+                door,
+                config.attach_socket or "",
+                self._poll,
+                admit=self._admit,
+                leave=self._detach,  # type: ignore[arg-type]
+            )
+            if door is not None
             else None
         )
         # What the loop does when a descriptor is ready (the listener's own
@@ -190,17 +224,23 @@ class Master:
             self.add_event(event)
         if self.remote is not None:
             self.remote.start()
+        if self.door is not None:
+            self.door.start()
         for num in CURRENT.early_signals:
             self.router.route(num)
         CURRENT.early_signals.clear()
         self.supervisor.spawn_all()
         log.info(
-            "uwsgisig master %d running %d workers, %d mules%s",
+            "uwsgisig master %d running %d workers, %d mules%s%s",
             self.pid,
-            len(self.workers),
+            self.config.workers,
             len(self.mules),
             ", a spooler" if self.spooler else "",
+            f", {self.config.attach} worker slots to attach to at {self.config.attach_socket}"
+            if self.config.attach
+            else "",
         )
+        self.supervisor.start_command()
 
     def _serve_once(self) -> None:
         for fd, events in self._poll.poll(self._sleep_timeout()):
@@ -211,17 +251,23 @@ class Master:
                 self._route_all(self.events.read_monitor())
             elif self.remote is not None and self.remote.owns(fd):
                 self.remote.ready(fd, events)
+            elif self.door is not None and self.door.owns(fd):
+                self.door.ready(fd, events)
         self.rings.set_sleeping(False)
         self._read_rings()
         self._route_all(self.events.due())
         if self.remote is not None:
             self.remote.expire()
+        if self.door is not None:
+            self.door.expire()
         self._handle_posix_signals()
         self._flush()
 
     def _shut_down(self) -> None:
         if self.remote is not None:
             self.remote.close()  # no peer waits on us while the children stop
+        if self.door is not None:
+            self.door.close()  # attached workers see the runtime end and go on alone
         self.supervisor.stop(graceful=self._graceful)
         self.events.close()
 
@@ -287,6 +333,10 @@ class Master:
             remote = self.remote.timeout()
             if remote is not None and (due is None or remote < due):
                 due = remote
+        if self.door is not None:
+            hello = self.door.timeout()
+            if hello is not None and (due is None or hello < due):
+                due = hello
         return None if due is None else math.ceil(due * 1000)
 
     def _route_all(self, nums: Iterable[int]) -> None:
@@ -374,6 +424,8 @@ class Master:
     def _on_status(self, peer: Peer, num: int, arg: int, value: int) -> None:
         peer.put(Op.PROC, 0, self.pid, arg=Role.MASTER)
         for slot in self.slots:
+            if slot.vacant:
+                continue  # an attach slot nobody holds is no process
             flags = int(slot.role) | (0x80 if slot.ready else 0)
             peer.put(Op.PROC, slot.id, slot.pid or 0, arg=flags)
         peer.put(Op.END)
@@ -556,6 +608,10 @@ class Master:
         fds.append(self._monitor_fd)
         if self.remote is not None:
             fds += self.remote.fds()  # a child must not keep peers' connections open
+        if self.door is not None:
+            fds += self.door.fds()
+        for memory in (self.progress.memory, self.rings.memory, self.rings.sleeping_memory):
+            fds.append(memory.fd)
         return [fd for fd in fds if fd >= 0]
 
     def _lost(self, slot: Slot) -> None:
@@ -569,6 +625,63 @@ class Master:
         self.flow.reset(slot)
         self._route_all(slot.recover())
         self._dirty.add(slot)
+
+    # ---------------------------------------------------------------- attached workers
+
+    def _admit(self, pid: int, hello: dict[str, Any]) -> tuple[Admission, Slot] | str:
+        """A process asks to attach as a worker: check its table, give it a worker slot."""
+        table = hello.get("table")
+        if not isinstance(table, dict):
+            return "the hello has no signal table"
+        differences = self.table.differences(table)
+        if differences:
+            return (
+                "its signal table differs from the runtime's, so the two did not import "
+                "the same app (or the app registers signals differently in each process): "
+                + "; ".join(differences)
+            )
+        slot = next((slot for slot in self.workers if slot.vacant), None)
+        if slot is None:
+            attachable = [s.id for s in self.workers if s.attached]
+            return (
+                f"every attach slot is taken (workers {attachable[0]}-{attachable[-1]}): "
+                "give the runtime more with --attach"
+            )
+        slot.pid = pid
+        slot.ready = False
+        slot.started_at = time.monotonic()
+        self.router.workers_changed()
+        self._dirty.add(slot)  # what waited for the slot's next holder
+        index = self.slots.index(slot)
+        answer = {
+            "id": slot.id,
+            "index": index,
+            "masterpid": self.pid,
+            "config": base64.b64encode(pickle.dumps(self._config_for_workers())).decode(),
+            "mules": self.config.mule_count,
+            "farms": {farm.name: list(farm.mules) for farm in self.config.farms},
+        }
+        fds = [
+            slot.child_end.fileno(),
+            self.progress.memory.fd,
+            self.rings.memory.fd,
+            self.rings.sleeping_memory.fd,
+            self.worker_queue.read_end.fileno(),
+            *(queue.write_end.fileno() for queue in self.post.all_queues()),
+        ]
+        return Admission(answer, fds, f"worker {slot.id}"), slot
+
+    def _config_for_workers(self) -> RuntimeConfig:
+        # Mule loops may be lambdas: a worker does not need them, and they do not pickle.
+        return attrs.evolve(self.config, programs=())
+
+    def _detach(self, slot: Slot) -> None:
+        """The process attached to ``slot`` is gone: what it had not started waits for the next."""
+        log.info("worker %d (pid %s) detached", slot.id, slot.pid)
+        slot.pid = None
+        slot.ready = False
+        self._lost(slot)
+        self.router.workers_changed()
 
     def describe_work(self, slot: Slot) -> str:
         """What ``slot``'s child is doing, for the log line of a stop that kills it."""
@@ -636,7 +749,10 @@ class Master:
         self._begin_stop(graceful=graceful)
 
     def handle_hup(self) -> None:
-        self.supervisor.reload(self.workers)
+        # Attached workers belong to their server, which reloads them itself.
+        self.supervisor.reload([slot for slot in self.workers if not slot.attached])
+        if self.supervisor.command is not None:
+            self.supervisor.command.reload()
 
     def handle_chld(self) -> None:
         self.supervisor.reap()

@@ -59,7 +59,13 @@ class Slot(Peer):
     """One child position (worker 2, mule 1, the spooler) and the process filling it."""
 
     def __init__(
-        self, role: Role, ident: int, progress: ProgressCell, ring: Ring | None = None
+        self,
+        role: Role,
+        ident: int,
+        progress: ProgressCell,
+        ring: Ring | None = None,
+        *,
+        attached: bool = False,
     ) -> None:
         # The child's end stays open in the master, so frames queued for a child
         # that dies are read by the child that replaces it.
@@ -76,6 +82,14 @@ class Slot(Peer):
         self.started_at = 0.0
         self.respawn_delay = 0.0
         self.reloading = False
+        # Filled by a process that attached (a web server's worker), not by a fork.
+        self.attached = attached
+        self.door: object | None = None  # that process's attach connection, while attached
+
+    @property
+    def vacant(self) -> bool:
+        """An attach slot that no process holds: it is skipped by ``workers``."""
+        return self.attached and self.pid is None
 
     @property
     def key(self) -> tuple[int, int]:

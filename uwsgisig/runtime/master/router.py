@@ -5,7 +5,8 @@ burst alike:
 
 - a registered signal goes where its target says, whoever waits:
   ``workerN``/``muleN``/``spooler`` and a handler registered after fork
-  (its owner) to that one process; ``workers``/``mules`` to each of them;
+  (its owner) to that one process; ``workers``/``mules`` to each of them
+  (a worker slot kept for attached processes counts while one holds it);
   ``active-workers`` to each worker that has a process (one still starting
   counts: the signal waits in its socket); ``worker``/``mule``/a farm to
   that group's shared queue, where the first idle reader takes it.
@@ -89,9 +90,15 @@ class Router:
         self.touch = touch
         self.held = held if held is not None else HeldSignals()
         self.waiters: list[Peer] = []  # pool members blocked in wait(), oldest first
+        self.held_workers = self.workers  # the worker slots some process holds
+        self.workers_changed()
         self._by_key = {slot.key: slot for slot in (*self.workers, *self.mules)}
         if spooler is not None:
             self._by_key[spooler.key] = spooler
+
+    def workers_changed(self) -> None:
+        """A process attached to a worker slot or left one: ``workers`` reaches who holds one."""
+        self.held_workers = tuple(slot for slot in self.workers if not slot.vacant)
 
     # ------------------------------------------------------------ the decision
 
@@ -114,7 +121,7 @@ class Router:
         if kind == "farm":
             return ToQueue(self.farm_queues[self.farm_position(target) - 1])
         if kind == "workers":
-            return ToSlots(self.workers)
+            return ToSlots(self.held_workers)
         if kind == "active-workers":
             return ToSlots(tuple(slot for slot in self.workers if slot.pid is not None))
         if kind == "mules":

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from ..ipc.posix import STOP_SIGNALS, blocked, describe_exit, kill, kill_group
 from ..wire.frames import Op
+from .command import Command
 from .peers import Slot
 
 __all__ = ["Supervisor"]
@@ -62,6 +63,7 @@ class Supervisor:
         wait_wakeup: Callable[[float], None],
     ) -> None:
         self.slots = list(slots)
+        self.command: Command | None = None  # run beside the children (`master.command`)
         self.launch = launch
         self.lost = lost
         self.describe_work = describe_work
@@ -123,11 +125,26 @@ class Supervisor:
                 return
             slot = self.by_pid.pop(pid, None)
             if slot is None:
+                self._other_exited(pid, os.waitstatus_to_exitcode(status))
                 continue
             slot.pid = None
             slot.ready = False
             self.lost(slot)
             self._after_exit(slot, pid, os.waitstatus_to_exitcode(status))
+
+    def _other_exited(self, pid: int, code: int) -> None:
+        command = self.command
+        if command is not None and pid == command.pid:
+            command.exited(code)
+            if not kill_group(pid, 0):
+                self.groups.discard(pid)
+
+    def start_command(self) -> None:
+        """Start the command, once the children are started."""
+        if self.command is not None:
+            self.command.start()
+            assert self.command.pid is not None
+            self.groups.add(self.command.pid)
 
     def _after_exit(self, slot: Slot, pid: int, code: int) -> None:
         if not kill_group(pid, 0):
@@ -198,15 +215,20 @@ class Supervisor:
         what each killed child was doing.
         """
         self.stopping = True
+        command = self.command
+        if command is not None:
+            command.begin_stop()
         for pid in list(self.by_pid):
             if graceful:
                 kill(pid, signal.SIGHUP)
             else:
                 kill_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
-        while self.by_pid and time.monotonic() < deadline:
+        while self._alive() and time.monotonic() < deadline:
             self.wait_wakeup(deadline - time.monotonic())
             self.reap()
+        if command is not None:
+            command.kill()
         for pid, slot in list(self.by_pid.items()):
             if graceful:
                 log.warning(
@@ -219,13 +241,16 @@ class Supervisor:
             else:
                 log.warning("pid %d ignored SIGTERM for %g s: killing it", pid, self.stop_timeout)
             kill_group(pid, signal.SIGKILL)
-        while self.by_pid:
+        while self._alive():
             self.wait_wakeup(1.0)
             self.reap()
         for group in self.groups:
             # What handlers forked and left behind goes with the runtime.
             kill_group(group, signal.SIGKILL)
         self.groups.clear()
+
+    def _alive(self) -> bool:
+        return bool(self.by_pid) or (self.command is not None and self.command.pid is not None)
 
     # ---------------------------------------------------------------- timers
 

@@ -10,7 +10,10 @@ import attrs
 from ...errors import TargetError
 from .addresses import parse_listen_address
 
-__all__ = ["FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
+__all__ = ["ATTACH_ENV", "FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
+
+ATTACH_ENV = "UWSGISIG_ATTACH"
+"""Where a command run beside the runtime finds its attach socket (`uwsgisig.attach`)."""
 
 _FARM_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -90,7 +93,17 @@ def _positive_seconds(instance: object, attribute: attrs.Attribute, value: float
 class RuntimeConfig:
     """Settings of one runtime. Mules and farms declared by the app are merged in."""
 
-    workers: int = attrs.field(default=1, validator=_at_least(1))
+    # Workers the master forks; with ``attach``, 0 is allowed: a web server's
+    # workers are then the runtime's workers.
+    workers: int = attrs.field(default=1, validator=_at_least(0))
+    # Worker slots, after the forked ones, for processes that attach (a web
+    # server's workers), and the unix socket where they attach (None: the
+    # runner makes one in a private temporary directory).
+    attach: int = attrs.field(default=0, validator=_at_least(0))
+    attach_socket: str | None = None
+    # A command run beside the runtime and supervised by it (uWSGI's
+    # attach-daemon), e.g. a web server whose workers attach.
+    command: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     mules: int = attrs.field(default=0, validator=_at_least(0))
     farms: tuple[FarmSpec, ...] = attrs.field(default=(), converter=tuple)
     spooler: bool = False
@@ -117,6 +130,11 @@ class RuntimeConfig:
     remote_signals_any: bool = False
 
     def __attrs_post_init__(self) -> None:
+        if self.workers + self.attach < 1:
+            raise ValueError(
+                f"invalid workers {self.workers!r}: a runtime needs at least one worker, "
+                "forked (workers >= 1) or attached (attach >= 1)"
+            )
         if self.remote_signals is not None:
             parse_listen_address(self.remote_signals, self.remote_signals_any)
         programmed = [program.mule for program in self.programs]
@@ -127,6 +145,11 @@ class RuntimeConfig:
         for name in names:
             if names.count(name) > 1:
                 raise TargetError(f"farm {name!r} is declared twice with different mules")
+
+    @property
+    def worker_slots(self) -> int:
+        """Every worker id: the forked workers, then the slots for attached ones."""
+        return self.workers + self.attach
 
     @property
     def mule_count(self) -> int:

@@ -16,7 +16,7 @@ import attrs
 from ...errors import SignalAlreadyRegisteredError, check_signal_number
 from .targets import Target
 
-__all__ = ["Entry", "Handler", "SignalTable", "TABLE"]
+__all__ = ["Entry", "Handler", "SignalTable", "TABLE", "handler_name"]
 
 Handler = Callable[[int], Any]
 
@@ -63,9 +63,50 @@ class SignalTable:
         """Every registered number with its entry."""
         return {num: entry for num, entry in enumerate(self._entries) if entry is not None}
 
+    def fingerprint(self) -> dict[str, list[str]]:
+        """The entries made at import, as JSON: number -> [target, handler's name].
+
+        A worker that attaches sends this, and the master compares it with
+        its own (`differences`): both must have imported the same app.
+        """
+        return {
+            str(num): [str(entry.target), handler_name(entry.handler)]
+            for num, entry in self.entries().items()
+            if entry.owner is None
+        }
+
+    def differences(self, other: dict[str, list[str]]) -> list[str]:
+        """How fingerprint ``other`` differs from this table's, one sentence per signal."""
+        mine = self.fingerprint()
+        found = []
+        for key in sorted(set(mine) | set(other), key=int):
+            here, there = mine.get(key), other.get(key)
+            if here == there:
+                continue
+            found.append(
+                f"signal {key}: the runtime has {_describe(here)}, the worker has "
+                f"{_describe(there)}"
+            )
+        return found
+
     def clear(self) -> None:
         """Forget every entry (tests, and a process that starts a fresh runtime)."""
         self._entries = [None] * 256
+
+
+def handler_name(handler: Handler | None) -> str:
+    """``module:qualname`` of a handler, as both sides of an attach name it."""
+    if handler is None:
+        return "none"
+    qualname = getattr(handler, "__qualname__", None) or repr(handler)
+    return f"{getattr(handler, '__module__', '?')}:{qualname}"
+
+
+def _describe(entry: list[str] | None) -> str:
+    if entry is None:
+        return "no handler"
+    target, handler = entry
+    return f"target {target!r} with handler {handler}"
 
 
 TABLE = SignalTable()

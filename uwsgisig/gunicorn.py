@@ -1,0 +1,36 @@
+"""Gunicorn's workers as the runtime's workers.
+
+Give it to gunicorn as its config module::
+
+    uwsgisig run app.py -- gunicorn -c python:uwsgisig.gunicorn -w 4 app:wsgi
+
+or call the hooks from a ``gunicorn.conf.py`` of your own::
+
+    from uwsgisig.gunicorn import post_worker_init, worker_exit
+
+Each worker attaches once it has loaded the app (with ``--preload`` too: the
+app is then imported by gunicorn's arbiter, and each worker attaches after
+fork) and leaves when it exits. Signal handlers run in a thread of the
+worker, beside the requests; this suits the sync and gthread workers.
+Outside a runtime (no ``$UWSGISIG_ATTACH``) the hooks do nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .attaching import attach, detach
+
+__all__ = ["post_worker_init", "worker_exit"]
+
+
+def post_worker_init(worker: Any) -> None:
+    """Gunicorn's hook, after a worker loaded the app: attach it to the runtime."""
+    worker_id = attach()
+    if worker_id:
+        worker.log.info("uwsgisig: worker pid %d attached as worker %d", worker.pid, worker_id)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Gunicorn's hook, as a worker exits: leave the runtime."""
+    detach()

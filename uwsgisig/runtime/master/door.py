@@ -1,0 +1,258 @@
+"""The door where processes the master did not fork attach as its workers.
+
+A web server's worker (gunicorn, uvicorn, granian) connects to a unix socket
+that only the runtime's user can reach: the socket is made with mode 0600,
+and the peer's credentials (``SO_PEERCRED``) must show the same user, or
+root. It sends one line of JSON, its hello (its signal table, for the check
+that both sides imported the same app). The master answers one line of JSON
+with the descriptors the worker needs (``SCM_RIGHTS``), or an error that
+names what is wrong, and closes.
+
+An admitted process keeps its connection open for as long as it is attached.
+The master watches that connection and, where the system has them, a pidfd
+of the process: either one says at once that the process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import socket
+import stat
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+__all__ = ["Admission", "AttachDoor", "Visitor", "bind_door"]
+
+log = logging.getLogger("uwsgisig")
+
+HELLO_LIMIT = 1 << 20  # bytes: a signal table of 256 entries is far smaller
+HELLO_TIMEOUT = 10.0  # seconds a connection may take to say hello
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+@attrs.frozen
+class Admission:
+    """What the master gives a process it admits: the answer, its descriptors, a name."""
+
+    answer: dict[str, Any]
+    fds: list[int]
+    name: str  # e.g. "worker 3", for log lines
+
+
+@attrs.define(eq=False)
+class Visitor:
+    """One connection at the door: saying hello, or attached."""
+
+    sock: socket.socket
+    pid: int
+    deadline: float
+    buffer: bytearray = attrs.field(factory=bytearray)
+    pidfd: int = -1
+    attached: object | None = None  # what `admit` returned the visitor for, once admitted
+
+
+def bind_door(path: str) -> socket.socket:
+    """Listen on the unix socket ``path``, which only this user may connect to."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.exists(path) and not _is_socket(path):
+            raise FileExistsError(f"attach socket {path!r} exists and is not a socket")
+        os.unlink(path)
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # created 0600: nobody else may connect
+    try:
+        listening.bind(path)
+    finally:
+        os.umask(old_umask)
+    listening.listen(64)
+    listening.setblocking(False)
+    return listening
+
+
+def _is_socket(path: str) -> bool:
+    return stat.S_ISSOCK(os.lstat(path).st_mode)
+
+
+class AttachDoor:
+    """Accepts connections on ``listening``, reads hellos, watches who attached.
+
+    ``admit(pid, hello)`` returns an `Admission` or an error message;
+    ``leave(attached)`` is called once for each admitted process that is gone.
+    """
+
+    def __init__(
+        self,
+        listening: socket.socket,
+        path: str,
+        poll: select.poll,
+        *,
+        admit: Callable[[int, dict[str, Any]], tuple[Admission, object] | str],
+        leave: Callable[[object], None],
+    ) -> None:
+        self.listening = listening
+        self.path = path
+        self._poll = poll
+        self._admit = admit
+        self._leave = leave
+        self._by_fd: dict[int, Visitor] = {}
+
+    def start(self) -> None:
+        self._poll.register(self.listening, select.POLLIN)
+
+    def owns(self, fd: int) -> bool:
+        """Whether ``fd`` is the door's: its socket, a connection or a pidfd."""
+        return fd == self.listening.fileno() or fd in self._by_fd
+
+    def fds(self) -> list[int]:
+        """Every descriptor the door holds (a forked child closes them)."""
+        return [self.listening.fileno(), *self._by_fd]
+
+    def ready(self, fd: int, events: int) -> None:
+        if fd == self.listening.fileno():
+            self._accept()
+            return
+        visitor = self._by_fd.get(fd)
+        if visitor is None:
+            return  # its other descriptor fired first in the same pass
+        if visitor.attached is not None:
+            self._gone(visitor)  # its connection closed, or its process exited
+        else:
+            self._read_hello(visitor)
+
+    def timeout(self) -> float | None:
+        """Seconds until the oldest hello is overdue, None if nobody is saying hello."""
+        waiting = [v.deadline for v in self._by_fd.values() if v.attached is None]
+        return max(0.0, min(waiting) - time.monotonic()) if waiting else None
+
+    def expire(self) -> None:
+        """Turn away connections that did not say hello in time."""
+        now = time.monotonic()
+        for visitor in list(self._by_fd.values()):
+            if visitor.attached is None and visitor.deadline <= now:
+                self._refuse(visitor, f"no hello within {HELLO_TIMEOUT:g} s")
+
+    def close(self) -> None:
+        """Close the door and every connection; remove the socket file."""
+        for visitor in list(self._by_fd.values()):
+            self._forget(visitor)
+        with contextlib.suppress(KeyError, ValueError):
+            self._poll.unregister(self.listening)
+        self.listening.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    # ---------------------------------------------------------------- steps
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: the next pass tries again
+                log.error("attach socket: cannot accept: %s", exc)
+                return
+            sock.setblocking(False)
+            pid, uid, _gid = _UCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            )
+            visitor = Visitor(sock, pid, time.monotonic() + HELLO_TIMEOUT)
+            self._by_fd[sock.fileno()] = visitor
+            self._poll.register(sock, select.POLLIN)
+            if uid not in (os.geteuid(), 0):
+                self._refuse(
+                    visitor, f"user {uid} may not attach to a runtime of user {os.geteuid()}"
+                )
+
+    def _read_hello(self, visitor: Visitor) -> None:
+        try:
+            data = visitor.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._forget(visitor)
+            return
+        visitor.buffer += data
+        line, newline, _ = visitor.buffer.partition(b"\n")
+        if not newline:
+            if len(visitor.buffer) > HELLO_LIMIT:
+                self._refuse(visitor, f"hello longer than {HELLO_LIMIT} bytes")
+            return
+        try:
+            hello = json.loads(line)
+            if not isinstance(hello, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            self._refuse(visitor, f"hello is not a JSON object: {exc}")
+            return
+        decision = self._admit(visitor.pid, hello)
+        if isinstance(decision, str):
+            self._refuse(visitor, decision)
+            return
+        admission, attached = decision
+        try:
+            _send_line(visitor.sock, {"ok": True, **admission.answer}, admission.fds)
+        except OSError as exc:
+            log.warning("pid %d left while it attached: %s", visitor.pid, exc)
+            visitor.attached = attached
+            self._gone(visitor)
+            return
+        visitor.attached = attached
+        visitor.buffer.clear()
+        self._watch_process(visitor)
+        log.info("pid %d attached as %s", visitor.pid, admission.name)
+
+    def _watch_process(self, visitor: Visitor) -> None:
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is None:
+            return  # the connection alone tells: it closes when the process exits
+        try:
+            visitor.pidfd = pidfd_open(visitor.pid)
+        except OSError:  # already gone: its connection says so too
+            return
+        self._by_fd[visitor.pidfd] = visitor
+        self._poll.register(visitor.pidfd, select.POLLIN)
+
+    def _gone(self, visitor: Visitor) -> None:
+        attached = visitor.attached
+        self._forget(visitor)
+        if attached is not None:
+            self._leave(attached)
+
+    def _refuse(self, visitor: Visitor, reason: str) -> None:
+        log.error("pid %d may not attach: %s", visitor.pid, reason)
+        with contextlib.suppress(OSError):
+            _send_line(visitor.sock, {"ok": False, "error": reason}, [])
+        self._forget(visitor)
+
+    def _forget(self, visitor: Visitor) -> None:
+        for fd in (visitor.sock.fileno(), visitor.pidfd):
+            if fd >= 0 and self._by_fd.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poll.unregister(fd)
+        visitor.sock.close()
+        if visitor.pidfd >= 0:
+            os.close(visitor.pidfd)
+            visitor.pidfd = -1
+
+
+def _send_line(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
+    """Send one JSON line with ``fds``; the connection may block briefly for it."""
+    data = json.dumps(message).encode() + b"\n"
+    sock.setblocking(True)
+    sock.settimeout(1.0)
+    try:
+        sent = socket.send_fds(sock, [data], fds) if fds else sock.send(data)
+        if sent < len(data):
+            sock.sendall(data[sent:])
+    finally:
+        sock.setblocking(False)
