@@ -469,6 +469,8 @@ def attach_worker(path: str) -> int:
     global _attachment
     if _attachment is not None and _attachment.pid == os.getpid() and CURRENT.loop is not None:
         return _attachment.id
+    if CURRENT.role == Role.MASTER:
+        return 0  # the master imports the app too: its attach call is for the server's workers
     if CURRENT.role is not None:
         raise NotInRuntimeError(
             f"this process is already the runtime's {CURRENT.role.name.lower()}: "

@@ -246,7 +246,8 @@ def check_targets(master: Master) -> None:
         if not master.target_exists(entry.target):
             raise TargetError(
                 f"signal {num} targets {str(entry.target)!r}, which names no process of this "
-                f"runtime ({master.config.workers} workers, {master.config.mule_count} mules, "
+                f"runtime ({master.config.workers} workers, {master.config.attach} attach slots, "
+                f"{master.config.mule_count} mules, "
                 f"farms {[farm.name for farm in master.config.farms]}, "
                 f"{'a' if master.config.spooler else 'no'} spooler)"
             )

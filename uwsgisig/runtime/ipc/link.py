@@ -95,6 +95,7 @@ class MasterLink:
         self._read_lock = threading.Lock() if threaded else contextlib.nullcontext()
         self._request_lock = threading.Lock() if threaded else contextlib.nullcontext()
         self._credit_lock = threading.Lock() if threaded else contextlib.nullcontext()
+        self._polls = threading.local()
         self.reader: int | None = None  # the thread of the signal loop, when threaded
         self.on_inbox: Callable[[], None] | None = None
 
@@ -252,7 +253,7 @@ class MasterLink:
         if timeout is not None:
             if threading.get_ident() != self.reader:
                 timeout = min(timeout, THREADED_POLL)
-            if not self._poll.poll(max(0, int(timeout * 1000) + 1)):
+            if not self._thread_poll().poll(max(0, int(timeout * 1000) + 1)):
                 return False
         with self._read_lock:
             try:
@@ -269,6 +270,14 @@ class MasterLink:
         if grew and self.on_inbox is not None and threading.get_ident() != self.reader:
             self.on_inbox()
         return True
+
+    def _thread_poll(self) -> select.poll:
+        # A poll object may not be used by two threads at once: one per thread.
+        poll = getattr(self._polls, "poll", None)
+        if poll is None:
+            poll = self._polls.poll = select.poll()
+            poll.register(self.sock, select.POLLIN)
+        return poll
 
     def _sort(self, data: bytes) -> None:
         for op, arg, num, value in self._reader.feed(data):
