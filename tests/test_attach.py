@@ -8,6 +8,7 @@ record, never on time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -349,7 +350,7 @@ def test_a_timer_fires_once_per_tick_for_all_attached_workers(start_app, attach_
     ticks = [float(words[1]) for words in app.wait_records("tick", 8, timeout=30)]
     # One timer in the master: ticks come 200 ms apart. Had each worker armed
     # its own copy, three would come within microseconds of each other.
-    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
     assert min(gaps) > 0.05, gaps
 
 

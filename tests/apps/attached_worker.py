@@ -26,7 +26,8 @@ from uwsgisig import AttachRefusedError, Signal
 
 def import_app(path: str) -> object:
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -50,6 +51,15 @@ def send_from_threads(num: int, count: int, threads: int) -> None:
         worker.join()
 
 
+def wait_in_a_thread(num: int, timeout: float) -> int | None:
+    """wait() in a thread of its own, as a server's request thread would."""
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(Signal(num).wait(timeout=timeout)))
+    waiter.start()
+    waiter.join()
+    return got[0] if got else None
+
+
 def main() -> None:
     app = import_app(sys.argv[1])
     try:
@@ -64,13 +74,7 @@ def main() -> None:
             send_from_threads(int(args[0]), int(args[1]), int(args[2]))
             answer(done=command)
         elif command == "wait":
-            got: list[object] = []
-            waiter = threading.Thread(
-                target=lambda: got.append(Signal(int(args[0])).wait(timeout=float(args[1])))
-            )
-            waiter.start()
-            waiter.join()
-            answer(done=command, got=got[0] if got else None)
+            answer(done=command, got=wait_in_a_thread(int(args[0]), float(args[1])))
         elif command == "call":
             getattr(app, args[0])(args[1])
             answer(done=command)

@@ -612,7 +612,7 @@ class Master:
             fds += self.door.fds()
         for memory in (self.progress.memory, self.rings.memory, self.rings.sleeping_memory):
             fds.append(memory.fd)
-        return [fd for fd in fds if fd >= 0]
+        return sorted({fd for fd in fds if fd >= 0})
 
     def _lost(self, slot: Slot) -> None:
         """A child exited: keep what it raised, give what it had not started to its successor."""
