@@ -31,9 +31,13 @@ ANSWER_TIMEOUT = 30.0
 
 
 class Attached:
-    """One attached process, driven over its stdin and stdout."""
+    """One attached process, driven over its stdin and stdout.
 
-    def __init__(self, app_path: Path, socket_path: str, **env: str) -> None:
+    With ``wait=False`` it does not wait for the hello (the process may be
+    waiting for a worker id): call `read` for it.
+    """
+
+    def __init__(self, app_path: Path, socket_path: str, wait: bool = True, **env: str) -> None:
         environment = {
             **os.environ,
             "UWSGISIG_ATTACH": socket_path,
@@ -47,9 +51,16 @@ class Attached:
             env=environment,
             text=True,
         )
+        self.pid = self.proc.pid
+        self.hello: dict = {}
+        self.id: int | None = None
+        if wait:
+            self.read_hello()
+
+    def read_hello(self) -> dict:
         self.hello = self.read()
         self.id = self.hello.get("id")
-        self.pid = self.proc.pid
+        return self.hello
 
     def read(self) -> dict:
         assert self.proc.stdout is not None
@@ -85,8 +96,8 @@ def attach_to(tmp_path):
     """``attach_to(app, **env)`` starts an attached process for ``app``; all die after the test."""
     started: list[Attached] = []
 
-    def start(app, **env: str) -> Attached:
-        attached = Attached(tmp_path / "app0.py", app.handle.config.attach_socket, **env)
+    def start(app, wait: bool = True, **env: str) -> Attached:
+        attached = Attached(tmp_path / "app0.py", app.handle.config.attach_socket, wait, **env)
         started.append(attached)
         return attached
 
@@ -215,6 +226,36 @@ def test_a_killed_attached_worker_leaves_its_queued_signals_to_the_next_holder_o
     assert {int(words[-1]) for words in later} == {third.pid}
     assert len(app.records("parked")) == 1  # the one it was running is not run again
     assert len(app.records("later")) == 5
+
+
+def test_a_worker_whose_server_ids_are_all_held_waits_for_one_of_them(start_app, attach_to):
+    # A server reloading starts new workers before the old ones leave: the new
+    # ones must take the old ones' ids, not ids above them.
+    app = start_app(APP, workers=0, attach=4)
+    old = [attach_to(app, ATTACH_WORKERS="2") for _ in range(2)]
+    assert [w.id for w in old] == [1, 2]
+    newcomer = attach_to(app, wait=False, ATTACH_WORKERS="2")
+    waits = f"pid {newcomer.pid} waits for one of its server's worker ids 1-2"
+    wait_for(lambda: waits in app.log.read_text(), 20, "the newcomer to wait")
+    assert [i.id for i in app.handle.processes() if i.role == "worker"] == [1, 2]
+    old[1].kill()
+    assert newcomer.read_hello()["id"] == 2
+    app.handle.signal(11)  # worker2: the newcomer holds it now
+    assert [int(words[-1]) for words in app.wait_records("second", 1)] == [newcomer.pid]
+
+
+def test_a_worker_that_waited_too_long_for_its_servers_ids_takes_another(
+    start_app, attach_to, monkeypatch
+):
+    from uwsgisig.runtime.master import door
+
+    monkeypatch.setattr(door, "PATIENCE", 0.2)  # the master is forked from this process
+    app = start_app(APP, workers=0, attach=3)
+    held = attach_to(app, ATTACH_WORKERS="1")
+    assert held.id == 1
+    later = attach_to(app, ATTACH_WORKERS="1")
+    assert later.id == 2
+    wait_for(lambda: "worker ids 1-1 of its server are all held" in app.log.read_text(), 10)
 
 
 def test_a_worker_that_detaches_hands_its_id_on(start_app, attach_to):

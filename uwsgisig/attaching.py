@@ -22,7 +22,7 @@ from .runtime.model.config import ATTACH_ENV
 __all__ = ["ATTACH_ENV", "attach", "detach"]
 
 
-def attach(path: str | os.PathLike[str] | None = None) -> int:
+def attach(path: str | os.PathLike[str] | None = None, *, workers: int | None = None) -> int:
     """Attach this process to the runtime as one of its workers; return its worker id.
 
     ``path`` is the runtime's attach socket; by default the one in
@@ -32,11 +32,21 @@ def attach(path: str | os.PathLike[str] | None = None) -> int:
     returns the same id. Raises `uwsgisig.AttachRefusedError` with the
     runtime's reason when it refuses: a signal table that differs from the
     runtime's (the two did not import the same app), or no free worker slot.
+
+    ``workers`` is how many workers the server runs, if it is known (the
+    gunicorn hooks give it). Then ids stay 1 to ``workers`` across the
+    server's reloads: a new worker that finds them all held by workers about
+    to leave waits for one of those ids (up to 10 s) instead of taking a
+    higher one.
     """
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise ValueError(f"invalid workers {workers!r}: the server's worker count, an int >= 1")
     where = os.fspath(path) if path is not None else os.environ.get(ATTACH_ENV)
     if not where:
         return 0
-    return platform.attach_worker(where)
+    return platform.attach_worker(where, workers)
 
 
 def detach() -> None:

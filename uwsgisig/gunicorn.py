@@ -26,7 +26,7 @@ __all__ = ["post_worker_init", "worker_exit"]
 
 def post_worker_init(worker: Any) -> None:
     """Gunicorn's hook, after a worker loaded the app: attach it to the runtime."""
-    worker_id = attach()
+    worker_id = attach(workers=worker.cfg.workers)
     if worker_id:
         worker.log.info("uwsgisig: worker pid %d attached as worker %d", worker.pid, worker_id)
 

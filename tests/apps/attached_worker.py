@@ -2,7 +2,8 @@
 
 Run as ``python attached_worker.py APP.py``: it imports the app under the
 name the runtime's master gives it (the file's stem), attaches through
-``$UWSGISIG_ATTACH`` and prints ``{"id": ..., "pid": ...}``. Then each line
+``$UWSGISIG_ATTACH`` (saying its server runs ``$ATTACH_WORKERS`` workers, if
+set) and prints ``{"id": ..., "pid": ...}``. Then each line
 is a command, answered by one JSON line once it is done:
 
 - ``send NUM COUNT THREADS``: COUNT sends of NUM from each of THREADS threads;
@@ -63,7 +64,8 @@ def wait_in_a_thread(num: int, timeout: float) -> int | None:
 def main() -> None:
     app = import_app(sys.argv[1])
     try:
-        worker_id = uwsgisig.attach()
+        size = os.environ.get("ATTACH_WORKERS")
+        worker_id = uwsgisig.attach(workers=int(size) if size else None)
     except AttachRefusedError as exc:
         answer(refused=str(exc))
         return

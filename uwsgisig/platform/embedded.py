@@ -461,7 +461,7 @@ def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> Non
 _attachment: Attachment | None = None
 
 
-def attach_worker(path: str) -> int:
+def attach_worker(path: str, workers: int | None = None) -> int:
     """Attach this process to the runtime at ``path`` as a worker; return its worker id.
 
     Its post-fork hooks run here, then its signal loop runs in a daemon thread.
@@ -476,7 +476,7 @@ def attach_worker(path: str) -> int:
             f"this process is already the runtime's {CURRENT.role.name.lower()}: "
             "only a process the runtime did not start attaches"
         )
-    _attachment = attach_to(path)
+    _attachment = attach_to(path, workers=workers)
     _attachment.serve_in_thread(DECLARED.postfork_hooks)
     return _attachment.id
 

@@ -109,7 +109,7 @@ def signal_registered(num: int) -> bool:
 # ---------------------------------------------------------------- who am I
 
 
-def attach_worker(path: str) -> int:
+def attach_worker(path: str, workers: int | None = None) -> int:
     """Under uWSGI this process is one of its workers already: its id, with nothing to do."""
     return int(uwsgi.worker_id())
 

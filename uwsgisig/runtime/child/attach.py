@@ -96,8 +96,11 @@ class Attachment:
             CURRENT.reset()
 
 
-def attach_to(path: str) -> Attachment:
+def attach_to(path: str, *, workers: int | None = None) -> Attachment:
     """Attach this process to the runtime listening on ``path`` as one of its workers.
+
+    ``workers`` is how many workers this process's server runs, if known:
+    see `master.door` for what the runtime does with it.
 
     Raises `AttachRefusedError` with the runtime's reason if it refuses (a
     signal table that differs, no free worker slot, another user).
@@ -105,7 +108,7 @@ def attach_to(path: str) -> Attachment:
     door = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         door.connect(path)
-        hello = {"pid": os.getpid(), "table": TABLE.fingerprint()}
+        hello = {"pid": os.getpid(), "table": TABLE.fingerprint(), "workers": workers}
         door.sendall(json.dumps(hello).encode() + b"\n")
         answer, fds = _read_answer(door)
     except BaseException:

@@ -8,6 +8,13 @@ that both sides imported the same app). The master answers one line of JSON
 with the descriptors the worker needs (``SCM_RIGHTS``), or an error that
 names what is wrong, and closes.
 
+A hello may say how many workers the server runs. A process that finds
+every one of those ids held waits, up to `PATIENCE`, for one to be freed: a
+server that reloads (gunicorn on SIGHUP) starts its new workers before the
+old ones leave, and this way the new ones take the old ones' ids, as uWSGI's
+respawned workers do, instead of ids above them that nobody would hold once
+the old ones are gone.
+
 An admitted process keeps its connection open for as long as it is attached.
 The master watches that connection and, where the system has them, a pidfd
 of the process: either one says at once that the process is gone.
@@ -35,6 +42,7 @@ log = logging.getLogger("uwsgisig")
 
 HELLO_LIMIT = 1 << 20  # bytes: a signal table of 256 entries is far smaller
 HELLO_TIMEOUT = 10.0  # seconds a connection may take to say hello
+PATIENCE = 10.0  # seconds a worker may wait for one of its server's ids to be freed
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
@@ -55,6 +63,7 @@ class Visitor:
     pid: int
     deadline: float
     buffer: bytearray = attrs.field(factory=bytearray)
+    hello: dict[str, Any] | None = None  # once said, while it waits for a free id
     pidfd: int = -1
     attached: object | None = None  # what `admit` returned the visitor for, once admitted
 
@@ -83,8 +92,10 @@ def _is_socket(path: str) -> bool:
 class AttachDoor:
     """Accepts connections on ``listening``, reads hellos, watches who attached.
 
-    ``admit(pid, hello)`` returns an `Admission` or an error message;
-    ``leave(attached)`` is called once for each admitted process that is gone.
+    ``admit(pid, hello, patient)`` returns an `Admission` with what it was
+    admitted as, an error message, or None for "wait for a free id" (only
+    when ``patient``); ``leave(attached)`` is called once for each admitted
+    process that is gone.
     """
 
     def __init__(
@@ -93,7 +104,7 @@ class AttachDoor:
         path: str,
         poll: select.poll,
         *,
-        admit: Callable[[int, dict[str, Any]], tuple[Admission, object] | str],
+        admit: Callable[[int, dict[str, Any], bool], tuple[Admission, object] | str | None],
         leave: Callable[[object], None],
     ) -> None:
         self.listening = listening
@@ -127,16 +138,20 @@ class AttachDoor:
             self._read_hello(visitor)
 
     def timeout(self) -> float | None:
-        """Seconds until the oldest hello is overdue, None if nobody is saying hello."""
+        """Seconds until a hello is overdue or a wait for an id ends, None if none."""
         waiting = [v.deadline for v in self._by_fd.values() if v.attached is None]
         return max(0.0, min(waiting) - time.monotonic()) if waiting else None
 
     def expire(self) -> None:
-        """Turn away connections that did not say hello in time."""
+        """Turn away connections that did not say hello in time; seat those done waiting."""
         now = time.monotonic()
         for visitor in list(self._by_fd.values()):
-            if visitor.attached is None and visitor.deadline <= now:
+            if visitor.attached is not None or visitor.deadline > now:
+                continue
+            if visitor.hello is None:
                 self._refuse(visitor, f"no hello within {HELLO_TIMEOUT:g} s")
+            else:
+                self._decide(visitor, patient=False)
 
     def close(self) -> None:
         """Close the door and every connection; remove the socket file."""
@@ -194,7 +209,16 @@ class AttachDoor:
         except ValueError as exc:
             self._refuse(visitor, f"hello is not a JSON object: {exc}")
             return
-        decision = self._admit(visitor.pid, hello)
+        visitor.hello = hello
+        visitor.deadline = time.monotonic() + PATIENCE
+        visitor.buffer.clear()
+        self._decide(visitor, patient=True)
+
+    def _decide(self, visitor: Visitor, *, patient: bool) -> None:
+        assert visitor.hello is not None
+        decision = self._admit(visitor.pid, visitor.hello, patient)
+        if decision is None:
+            return  # it waits: a worker that leaves, or its deadline, seats it
         if isinstance(decision, str):
             self._refuse(visitor, decision)
             return
@@ -207,7 +231,7 @@ class AttachDoor:
             self._gone(visitor)
             return
         visitor.attached = attached
-        visitor.buffer.clear()
+        visitor.hello = None
         self._watch_process(visitor)
         log.info("pid %d attached as %s", visitor.pid, admission.name)
 
@@ -227,6 +251,14 @@ class AttachDoor:
         self._forget(visitor)
         if attached is not None:
             self._leave(attached)
+            self._seat_waiting()
+
+    def _seat_waiting(self) -> None:
+        """An id was freed: the oldest visitors waiting for one may take it."""
+        waiting = [v for v in self._by_fd.values() if v.hello is not None and v.attached is None]
+        for visitor in sorted(set(waiting), key=lambda v: v.deadline):
+            if visitor.sock.fileno() in self._by_fd:
+                self._decide(visitor, patient=True)
 
     def _refuse(self, visitor: Visitor, reason: str) -> None:
         log.error("pid %d may not attach: %s", visitor.pid, reason)

@@ -628,11 +628,21 @@ class Master:
 
     # ---------------------------------------------------------------- attached workers
 
-    def _admit(self, pid: int, hello: dict[str, Any]) -> tuple[Admission, Slot] | str:
-        """A process asks to attach as a worker: check its table, give it a worker slot."""
+    def _admit(
+        self, pid: int, hello: dict[str, Any], patient: bool
+    ) -> tuple[Admission, Slot] | str | None:
+        """A process asks to attach as a worker: check its table, give it a worker slot.
+
+        Its server's workers take ids from the first attach slot on; when the
+        hello says how many workers the server runs and every one of their
+        ids is held, a ``patient`` answer is None: wait for one to be freed.
+        """
         table = hello.get("table")
         if not isinstance(table, dict):
             return "the hello has no signal table"
+        size = hello.get("workers")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            return f"invalid workers {size!r} in the hello: the server's worker count, an int >= 1"
         differences = self.table.differences(table)
         if differences:
             return (
@@ -641,6 +651,21 @@ class Master:
                 + "; ".join(differences)
             )
         slot = next((slot for slot in self.workers if slot.vacant), None)
+        if size is not None and (slot is None or slot.id > self.config.workers + size):
+            if patient:
+                log.info(
+                    "pid %d waits for one of its server's worker ids %d-%d to be freed",
+                    pid,
+                    self.config.workers + 1,
+                    self.config.workers + size,
+                )
+                return None  # its server's ids are all held: one is about to be freed
+            log.warning(
+                "pid %d: worker ids %d-%d of its server are all held; it gets another",
+                pid,
+                self.config.workers + 1,
+                self.config.workers + size,
+            )
         if slot is None:
             attachable = [s.id for s in self.workers if s.attached]
             return (
