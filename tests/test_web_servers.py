@@ -193,10 +193,18 @@ def uvicorn() -> list[str]:
     ]  # fmt: skip
 
 
-def granian() -> list[str]:
+def granian(interface: str = "asgi") -> list[str]:
     return [
-        server_command("granian"), "--interface", "asgi", "--workers", "2",
-        "--host", "127.0.0.1", "--port", "PORT", "webapp:asgi",
+        server_command("granian"), "--interface", interface, "--workers", "2",
+        "--host", "127.0.0.1", "--port", "PORT",
+        "webapp:asgi" if interface == "asgi" else "webapp:wsgi",
+    ]  # fmt: skip
+
+
+def hypercorn() -> list[str]:
+    return [
+        server_command("hypercorn"), "--workers", "2", "--bind", "127.0.0.1:PORT",
+        "webapp:asgi",
     ]  # fmt: skip
 
 
@@ -250,13 +258,20 @@ def test_gunicorn_workers_are_the_runtimes_workers(web, options):
     assert len(instance.records("every")) == 4  # nothing ran twice
 
 
-def test_gunicorn_views_spool_jobs_and_offload_calls(web):
+def test_gunicorn_views_spool_offload_message_and_register(web):
     instance = web([], gunicorn(workers=2))
     instance.wait_attached(2)
     instance.get("/spool/alpha")
     instance.get("/offload/beta")
-    assert [w[1:3] for w in instance.wait_records("job", 1)] == [["alpha", "worker0"]]
-    assert [w[1:3] for w in instance.wait_records("offloaded", 1)] == [["beta", "worker0"]]
+    instance.get("/farm/gamma")
+    assert [w[1:3] for w in instance.wait_records("job", 1)] == [["alpha", "spooler"]]
+    assert [w[1:3] for w in instance.wait_records("offloaded", 1)] == [["beta", "mule1"]]
+    assert [w[1:3] for w in instance.wait_records("mailed", 1)] == [["gamma", "mule1"]]
+    # A handler registered after the attach runs in the worker that registered it.
+    registered_in = instance.get("/register/50")["pid"]
+    for _ in range(4):
+        instance.get("/raise/50")
+    assert {w[-1] for w in instance.wait_records("late", 4)} == {str(registered_in)}
 
 
 def test_a_killed_gunicorn_worker_is_replaced_and_its_id_and_signals_go_on(web):
@@ -338,6 +353,28 @@ def test_hooks_from_a_gunicorn_conf_py_of_ones_own(web, tmp_path):
     assert len(instance.wait_records("every", 2)) == 2
 
 
+def test_a_dead_server_is_restarted_and_its_workers_attach_again(web):
+    instance = web([], gunicorn(workers=2))
+    first = instance.wait_attached(2)
+    arbiter = instance.log().split("started command")[1].split("(pid ")[1].split(")")[0]
+    os.kill(int(arbiter), signal.SIGKILL)
+    instance.wait_log("exited with signal SIGKILL: restarting it")
+    again = instance.wait_attached(2, exclude=set(first.values()))
+    assert sorted(again) == [1, 2]
+    instance.get("/raise/10")
+    every = instance.wait_records("every", 2)
+    assert {w[-1] for w in every} == {str(pid) for pid in again.values()}
+
+
+def test_forked_workers_beside_a_servers_take_the_first_ids(web):
+    instance = web(["--workers", "1"], gunicorn(workers=2))
+    attached = instance.wait_attached(2)
+    assert sorted(attached) == [2, 3]
+    instance.get("/raise/10")
+    every = instance.wait_records("every", 3)
+    assert sorted(w[-2] for w in every) == ["worker1", "worker2", "worker3"]
+
+
 def test_stopping_the_runtime_stops_gunicorn_and_leaves_no_process(web):
     instance = web([], gunicorn(workers=2))
     workers = instance.wait_attached(2)
@@ -349,7 +386,9 @@ def test_stopping_the_runtime_stops_gunicorn_and_leaves_no_process(web):
 # -------------------------------------------------------------------- ASGI servers
 
 
-@pytest.mark.parametrize("server", [uvicorn, granian], ids=["uvicorn", "granian"])
+@pytest.mark.parametrize(
+    "server", [uvicorn, granian, hypercorn], ids=["uvicorn", "granian", "hypercorn"]
+)
 def test_asgi_workers_are_the_runtimes_workers(web, server):
     instance = web([], server())
     by_id = instance.wait_attached(2)
@@ -365,3 +404,12 @@ def test_asgi_workers_are_the_runtimes_workers(web, server):
     instance.get("/spool/gamma")
     assert [w[1] for w in instance.wait_records("job", 1)] == ["gamma"]
     assert len(instance.records("every")) == 2
+
+
+def test_a_wsgi_module_that_attaches_at_import_under_granian(web):
+    instance = web([], granian("wsgi"), WEBAPP_ATTACH_AT_IMPORT="1")
+    assert sorted(instance.wait_attached(2)) == [1, 2]
+    instance.get("/raise/10")
+    assert sorted(w[-2] for w in instance.wait_records("every", 2)) == ["worker1", "worker2"]
+    hammer(instance, "/raise/11", requests=10, threads=2)
+    assert len(instance.wait_records("one", 20)) == 20

@@ -1,13 +1,19 @@
 """A web app whose views raise signals, spool jobs and offload calls.
 
-Served by gunicorn (``webapp:wsgi``), uvicorn and granian (``webapp:asgi``)
-beside ``uwsgisig run webapp.py``. Every handler appends a line
-``<words> worker<N> <pid>`` to ``$WEBAPP_OUT``. Views:
+Served by gunicorn (``webapp:wsgi``), uvicorn, granian and hypercorn
+(``webapp:asgi``) beside ``uwsgisig run webapp.py``. Every handler appends
+a line ``<words> <who> <pid>`` to ``$WEBAPP_OUT``, where ``who`` is
+``worker<N>``, ``mule<N>`` or ``spooler``. Views:
 
 - ``/raise/NUM``: send signal NUM;
 - ``/spool/WORD``: spool a job named WORD;
 - ``/offload/WORD``: offload a call to mule 1;
+- ``/farm/WORD``: send WORD to the farm of mule 1;
+- ``/register/NUM``: register a handler for NUM here, after the attach;
 - ``/id``: this worker's id and pid.
+
+With ``$WEBAPP_ATTACH_AT_IMPORT`` set, the module attaches as it is
+imported, as a WSGI module under a server with no hooks would.
 
 Every view answers ``{"worker": ID, "pid": PID}``.
 """
@@ -21,16 +27,25 @@ import threading
 import time
 
 import uwsgisig
-from uwsgisig import Mule, Signal, scheduling, spooler
+from uwsgisig import Farm, Mule, Signal, lowlevel, scheduling, spooler
 from uwsgisig.asgi import attached
 
 OUT = os.environ["WEBAPP_OUT"]
 jobs = Mule(1)
+mail = Farm("mail", mules=[1])
+
+
+def who() -> str:
+    if uwsgisig.mule_id():
+        return f"mule{uwsgisig.mule_id()}"
+    if lowlevel.i_am_the_spooler():
+        return "spooler"
+    return f"worker{uwsgisig.worker_id()}"
 
 
 def record(*words: object) -> None:
     line = " ".join(str(word) for word in words)
-    line += f" worker{uwsgisig.worker_id()} {os.getpid()}\n"
+    line += f" {who()} {os.getpid()}\n"
     fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line.encode())
@@ -89,6 +104,15 @@ def offloaded(word: str) -> None:
     record("offloaded", word)
 
 
+@Mule.on_message
+def mailed(message: bytes) -> None:
+    record("mailed", message.decode())
+
+
+def late(num: int) -> None:
+    record("late", num)
+
+
 def respond(path: str) -> bytes:
     parts = path.strip("/").split("/")
     if parts[0] == "raise":
@@ -97,6 +121,10 @@ def respond(path: str) -> bytes:
         spooler.spool({"name": parts[1]})
     elif parts[0] == "offload":
         offloaded(parts[1])
+    elif parts[0] == "farm":
+        mail.send(parts[1])
+    elif parts[0] == "register":
+        Signal(int(parts[1])).register_handler(target="worker")(late)
     return json.dumps({"worker": uwsgisig.worker_id(), "pid": os.getpid()}).encode()
 
 
@@ -117,3 +145,6 @@ async def _asgi(scope: dict, receive: object, send: object) -> None:
 
 
 asgi = attached(_asgi)
+
+if os.environ.get("WEBAPP_ATTACH_AT_IMPORT"):
+    uwsgisig.attach()
