@@ -7,9 +7,10 @@ Run it with (gunicorn is in the ``gunicorn`` extra)::
 
 The runtime starts gunicorn, whose two workers attach as the runtime's
 workers 1 and 2. Mule 2 plays a visitor of the site: it requests ``/``
-until both workers have answered, then ``/refresh`` (a signal that every worker runs) and ``/resize/photo.jpg`` (a
-call offloaded to mule 1). Each handler reports to mule 2 by raising
-``ran``; once all have, mule 2 stops the runtime, which stops gunicorn.
+until both workers have answered, then ``/refresh`` (a signal that every
+worker runs) and ``/resize/photo.jpg`` (a call offloaded to mule 1). Each
+handler reports to mule 2 by raising ``ran``; once all have, mule 2 stops
+the runtime, which stops gunicorn.
 """
 
 import os
