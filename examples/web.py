@@ -21,7 +21,7 @@ import urllib.request
 import uwsgisig
 from uwsgisig import Mule, Signal
 
-SITE = "http://127.0.0.1:8000"
+SITE = f"http://127.0.0.1:{os.environ.get('WEB_EXAMPLE_PORT', '8000')}"  # gunicorn's -b
 WORKERS = 2  # gunicorn -w 2
 
 resizer = Mule(1)

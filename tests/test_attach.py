@@ -454,3 +454,48 @@ def test_stopping_the_runtime_leaves_attached_processes_alone_and_detached(start
     assert worker.command("detach") == {"done": "detach", "id": 0}
     os.kill(worker.pid, signal.SIGTERM)
     worker.proc.wait(timeout=ANSWER_TIMEOUT)
+
+
+def _raw_hello(path: str, data: bytes) -> dict:
+    """Send ``data`` at the door as a visitor would, and return the answer line."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as door:
+        door.settimeout(ANSWER_TIMEOUT)
+        door.connect(path)
+        door.sendall(data)
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = door.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return json.loads(answer)
+
+
+@pytest.mark.parametrize(
+    ("hello", "reason"),
+    [
+        (b"not json\n", "hello is not a JSON object"),
+        (b"[1, 2]\n", "hello is not a JSON object"),
+        (b'{"pid": 1}\n', "the hello has no signal table"),
+        (b'{"table": {}, "workers": 0}\n', "invalid workers 0 in the hello"),
+    ],
+)
+def test_a_bad_hello_is_refused_with_its_reason_and_takes_no_slot(
+    start_app, attach_to, hello, reason
+):
+    app = start_app(APP, workers=0, attach=2)
+    answer = _raw_hello(app.handle.config.attach_socket, hello)
+    assert answer["ok"] is False
+    assert reason in answer["error"]
+    assert attach_to(app).id == 1
+
+
+def test_a_visitor_that_says_nothing_is_turned_away(start_app, monkeypatch):
+    from uwsgisig.runtime.master import door
+
+    monkeypatch.setattr(door, "HELLO_TIMEOUT", 0.2)  # the master is forked from this process
+    app = start_app(APP, workers=0, attach=2)
+    answer = _raw_hello(app.handle.config.attach_socket, b"")
+    assert answer == {"ok": False, "error": "no hello within 0.2 s"}

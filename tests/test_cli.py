@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -104,6 +106,9 @@ def test_target_naming_a_missing_process_fails_at_start(tmp_path):
         (["--workers", "0"], "invalid workers 0"),
         (["--farm", "images"], "invalid farm 'images'"),
         (["--farm", "bad name:1"], "invalid farm name 'bad name'"),
+        (["--attach", "-1"], "invalid attach -1"),
+        (["--", "no-such-server-command"], "command 'no-such-server-command' not found on PATH"),
+        (["--"], "nothing after '--': give the COMMAND to run"),
     ],
 )
 def test_bad_options_are_errors_naming_the_value(tmp_path, args, message):
@@ -112,3 +117,59 @@ def test_bad_options_are_errors_naming_the_value(tmp_path, args, message):
     result = run("run", str(app), *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_the_web_example_runs_under_gunicorn_and_stops_by_itself():
+    with socket.socket() as probe:  # the README uses 8000; any free port will do here
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "uwsgisig", "run", "examples/web.py", "--",
+         str(Path(sys.executable).parent / "gunicorn"), "-c", "python:uwsgisig.gunicorn",
+         "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", "examples", "web:app"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "WEB_EXAMPLE_PORT": str(port)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "GET /: workers ['1', '2'] have answered" in out
+    assert "worker 1 (pid" in out
+    assert "worker 2 (pid" in out
+    assert "mule 1 resized photo.jpg" in out
+    assert "all 3 handlers ran: stopping the runtime and gunicorn" in out
+
+
+def test_a_command_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text("")
+    started = tmp_path / "started"
+    stubborn = (
+        "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"pathlib.Path({str(started)!r}).write_text('x'); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uwsgisig", "run", str(app), "--workers", "1",
+         "--stop-timeout", "1", "--", sys.executable, "-c", stubborn],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    wait_for(started.exists, 20, "the command to start")
+    command_pids = {pid for pid in _children(proc.pid) if _cmdline(pid).split(" ")[1:2] == ["-c"]}
+    assert len(command_pids) == 1
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "did not stop: killing it" in err
+    assert_all_gone(command_pids)
+
+
+def _children(pid: int) -> set[int]:
+    from tests.conftest import children_of
+
+    return children_of(pid)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except FileNotFoundError:
+        return ""
