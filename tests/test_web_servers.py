@@ -413,3 +413,10 @@ def test_a_wsgi_module_that_attaches_at_import_under_granian(web):
     assert sorted(w[-2] for w in instance.wait_records("every", 2)) == ["worker1", "worker2"]
     hammer(instance, "/raise/11", requests=10, threads=2)
     assert len(instance.wait_records("one", 20)) == 20
+
+
+def test_an_asgi_worker_whose_table_differs_fails_its_startup_and_serves_nothing(web):
+    instance = web([], ["env", "WEBAPP_EXTRA=1", *uvicorn()])
+    instance.wait_log("its signal table differs from the runtime's")
+    instance.wait_log("signal 40: the runtime has no handler")
+    assert not instance.attached()

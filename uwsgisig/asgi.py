@@ -46,6 +46,10 @@ def attached(app: App) -> App:
     return wrapper
 
 
+class _AttachFailed(Exception):
+    """Attaching failed at startup: the server is told, and the app never sees the startup."""
+
+
 async def _lifespan(app: App, scope: Scope, receive: Receive, send: Send) -> None:
     started = False
 
@@ -54,13 +58,19 @@ async def _lifespan(app: App, scope: Scope, receive: Receive, send: Send) -> Non
         message = await receive()
         if message["type"] == "lifespan.startup" and not started:
             started = True
-            _attach_on(asyncio.get_running_loop())
+            try:
+                _attach_on(asyncio.get_running_loop())
+            except Exception as exc:
+                raise _AttachFailed(str(exc)) from exc
         elif message["type"] == "lifespan.shutdown":
             detach()
         return message
 
     try:
         await app(scope, receive_and_attach, send)
+    except _AttachFailed as exc:
+        # A worker that cannot attach must not serve: it would raise signals nowhere.
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
     except Exception:
         if started:
             raise

@@ -69,6 +69,10 @@ class Attachment:
             self.loop.serve_forever()
         except MasterGone:
             log.info("worker %d (pid %d): the runtime is gone; detached", self.id, self.pid)
+        except OSError:
+            if not self.loop.leaving:
+                raise
+            # detach() closed the link under the loop: it was leaving anyway.
         finally:
             self._forget()
 

@@ -67,7 +67,9 @@ class Command:
             with contextlib.suppress(PermissionError, ProcessLookupError):
                 os.setpgid(0, 0)
             signal.set_wakeup_fd(-1)
-            for signum in STOP_SIGNALS:
+            # As subprocess's restore_signals: Python ignores SIGPIPE and SIGXFSZ,
+            # and an ignored signal stays ignored across exec.
+            for signum in (*STOP_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             os.execvpe(self.argv[0], self.argv, self.env)
