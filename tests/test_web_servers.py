@@ -420,3 +420,21 @@ def test_an_asgi_worker_whose_table_differs_fails_its_startup_and_serves_nothing
     instance.wait_log("its signal table differs from the runtime's")
     instance.wait_log("signal 40: the runtime has no handler")
     assert not instance.attached()
+
+
+@pytest.mark.parametrize(
+    "server",
+    [uvicorn, lambda: [*granian(), "--respawn-failed-workers"]],
+    ids=["uvicorn", "granian"],
+)
+def test_a_killed_asgi_worker_is_replaced_and_takes_its_id_back(web, server):
+    instance = web([], server())
+    by_id = instance.wait_attached(2)
+    os.kill(by_id[2], signal.SIGKILL)
+    instance.wait_log(f"worker 2 (pid {by_id[2]}) detached")
+    wait_for(lambda: instance.attached().get(2) not in (None, by_id[2]), START_TIMEOUT, "id 2")
+    new_second = instance.attached()[2]
+    for _ in range(3):
+        instance.get("/raise/13")
+    second = instance.wait_records("second", 3)
+    assert {words[-1] for words in second} == {str(new_second)}
