@@ -433,17 +433,17 @@ def test_signals_raised_just_before_a_child_dies_are_all_delivered(start_app):
     wait_for(lambda: "worker 1 (pid" in app.log.read_text(), 10, "worker 1 respawned")
 
 
+PING = """
+@Signal(30).register_handler(target="worker")
+def ping(num):
+    Signal(201).send()  # no handler: it answers the handle's wait()
+"""
+
+
 def test_thousands_of_lone_signals_each_wake_the_sleeping_master(start_app):
-    # Each ping finds the master asleep or about to sleep: the bell rule of
-    # ipc/rings.py must wake it every time, or a wait below times out.
-    app = start_app(
-        """
-        @Signal(30).register_handler(target="worker")
-        def ping(num):
-            Signal(201).send()
-        """,
-        workers=2,
-    )
+    # Each ping finds the master asleep, about to sleep, or at the end of its
+    # look at the rings: the bell rule of ipc/rings.py must wake it every time.
+    app = start_app(PING, workers=2)
     for _ in range(3000):
         app.handle.signal(30)
         assert app.handle.wait(201, timeout=10) == 201
@@ -453,14 +453,7 @@ def test_after_a_burst_the_master_sleeps_and_a_lone_signal_rings_it_awake(start_
     # After work the master watches the rings for a moment before it sleeps.
     # It must then really sleep (a master that kept spinning would stay "R"),
     # and a signal sent while it sleeps must ring it awake, every time.
-    app = start_app(
-        """
-        @Signal(30).register_handler(target="worker")
-        def ping(num):
-            Signal(201).send()
-        """,
-        workers=2,
-    )
+    app = start_app(PING, workers=2)
     master = app.handle.pid
     for _ in range(200):
         app.handle.signal(30)
