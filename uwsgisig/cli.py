@@ -1,17 +1,22 @@
-"""``uwsgisig run APP [-- COMMAND...]``: run an app on the embedded runtime, in the foreground.
+"""The ``uwsgisig`` command: run an app on the embedded runtime, reload or stop one.
 
-With a command (a web server, e.g. ``-- gunicorn -w 4 app:wsgi``), the runtime
-runs it beside itself and the server's workers attach as the runtime's workers.
+``uwsgisig run APP [-- COMMAND...]`` runs the master in the foreground. With a
+command (a web server, e.g. ``-- gunicorn -w 4 app:wsgi``), the runtime runs it
+beside itself and the server's workers attach as the runtime's workers.
+``uwsgisig reload PIDFILE`` and ``uwsgisig stop PIDFILE`` (or uWSGI's spellings
+``--reload PIDFILE`` and ``--stop PIDFILE``) signal a running master.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 
-from . import compat
+from . import __version__, compat
 from .errors import UwsgisigError
 from .runtime import Runtime
 from .runtime.model.config import parse_farm
@@ -24,10 +29,27 @@ COMMAND_ATTACH_SLOTS = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uwsgisig", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="uwsgisig",
+        description=__doc__.splitlines()[0],
+        allow_abbrev=False,  # `--work 2` must not quietly mean `--workers 2`
+    )
+    parser.add_argument("--version", action="version", version=f"uwsgisig {__version__}")
+    parser.add_argument(
+        "--reload", metavar="PIDFILE", help="gracefully reload the runtime whose pid is there"
+    )
+    parser.add_argument(
+        "--stop", metavar="PIDFILE", help="stop the runtime whose pid is there, at once"
+    )
+    commands = parser.add_subparsers(dest="command")
+    for name, what in (("reload", "gracefully reload"), ("stop", "stop at once")):
+        control = commands.add_parser(
+            name, help=f"{what} the runtime whose pid is in PIDFILE", allow_abbrev=False
+        )
+        control.add_argument("pidfile", metavar="PIDFILE")
     run = commands.add_parser(
         "run",
+        allow_abbrev=False,
         help="run APP (a module or a .py file) on the runtime",
         usage="uwsgisig run APP [options] [-- COMMAND...]",
         epilog="COMMAND, after '--', runs beside the runtime (uWSGI's attach-daemon), e.g. "
@@ -36,10 +58,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("app", help="module name or path of a .py file, imported in the master")
     run.add_argument(
+        "-w",
+        "-p",
         "--workers",
+        "--processes",
+        dest="workers",
         type=int,
         default=None,
         help="worker processes the runtime forks (default 1, or 0 when a COMMAND is given)",
+    )
+    run.add_argument(
+        "-M",
+        "--master",
+        action="store_true",
+        help="accepted for uWSGI's command lines: the runtime always has a master",
+    )
+    run.add_argument(
+        "--die-on-term",
+        action="store_true",
+        help="accepted for uWSGI's command lines: SIGTERM always stops the runtime",
+    )
+    run.add_argument("--pidfile", help="write the master's pid here while it runs")
+    for option, what in (
+        ("--touch-reload", "reload the workers (as SIGHUP)"),
+        ("--touch-workers-reload", "reload the workers"),
+        ("--touch-mules-reload", "reload the mules"),
+    ):
+        run.add_argument(
+            option,
+            action="append",
+            default=[],
+            metavar="FILE",
+            help=f"{what} when FILE is touched (repeatable)",
+        )
+    run.add_argument("--chdir", metavar="DIR", help="change to DIR before importing APP")
+    run.add_argument(
+        "--pythonpath",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add DIR to the module search path before importing APP (repeatable)",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="the least severe log lines written (default info)",
     )
     run.add_argument(
         "--attach",
@@ -131,11 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The runtime's arguments, and the COMMAND after the first ``--`` (maybe empty)."""
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """The runtime's arguments, and the COMMAND after the first ``--`` (None without one)."""
     argv = list(argv)
     if "--" not in argv:
-        return argv, []
+        return argv, None
     cut = argv.index("--")
     return argv[:cut], argv[cut + 1 :]
 
@@ -143,15 +207,72 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uwsgisig`` command."""
     own, command = split_command(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(own)
-    if "--" in (argv if argv is not None else sys.argv[1:]) and not command:
+    parser = build_parser()
+    args = parser.parse_args(own)
+    for flag, signum in (("reload", signal.SIGHUP), ("stop", signal.SIGINT)):
+        pidfile = getattr(args, flag) or (args.pidfile if args.command == flag else None)
+        if pidfile:
+            return signal_master(pidfile, signum)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("uwsgisig: error: give a command: run, reload or stop", file=sys.stderr)
+        return 2
+    return run(args, command)
+
+
+def signal_master(pidfile: str, signum: int) -> int:
+    """Send ``signum`` to the master whose pid ``pidfile`` holds; 2 and a message if none."""
+    try:
+        pid = read_pidfile(pidfile)
+        os.kill(pid, signum)
+    except (OSError, ValueError) as exc:
+        print(f"uwsgisig: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def read_pidfile(pidfile: str) -> int:
+    """The pid in ``pidfile``; raise naming the file when it holds none, or no such process."""
+    try:
+        with open(pidfile) as file:
+            text = file.read().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"pidfile {pidfile!r} does not exist") from None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"pidfile {pidfile!r} holds {text[:40]!r}, not a pid")
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise ProcessLookupError(
+            f"no process {pid} (from pidfile {pidfile!r}): the runtime is not running"
+        ) from None
+    except PermissionError:
+        pass  # it exists; the signal itself will say whether we may send it
+    return pid
+
+
+def run(args: argparse.Namespace, command: list[str] | None) -> int:
+    """``uwsgisig run``: build the runtime from the options and run it here."""
+    if command == []:
         print("uwsgisig: error: nothing after '--': give the COMMAND to run", file=sys.stderr)
         return 2
+    command = command or []
     if command and shutil.which(command[0]) is None:
         print(f"uwsgisig: error: command {command[0]!r} not found on PATH", file=sys.stderr)
         return 2
     workers = args.workers if args.workers is not None else (0 if command else 1)
     attach = args.attach if args.attach is not None else (COMMAND_ATTACH_SLOTS if command else 0)
+    if args.chdir:
+        try:
+            os.chdir(args.chdir)
+        except OSError as exc:
+            print(f"uwsgisig: error: --chdir {args.chdir!r}: {exc.strerror}", file=sys.stderr)
+            return 2
+    # A module APP is looked up from the current directory too, as gunicorn does.
+    for directory in reversed([*args.pythonpath, os.getcwd()]):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
     if args.uwsgi_compat:
         compat.install()  # before the master imports the app
     try:
@@ -173,6 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_file=args.log_file,
             remote_signals=args.remote_signals,
             remote_signals_any=args.remote_signals_any,
+            pidfile=args.pidfile,
+            touch_reload=args.touch_reload,
+            touch_workers_reload=args.touch_workers_reload,
+            touch_mules_reload=args.touch_mules_reload,
+            log_level=args.log_level,
         )
         return runtime.run()
     except (UwsgisigError, ValueError, ImportError, OSError) as exc:

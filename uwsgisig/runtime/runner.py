@@ -54,6 +54,10 @@ class Runtime:
     ``command`` (an argv) runs beside the runtime, supervised as uWSGI's
     attach-daemon: restarted if it dies, sent SIGHUP on reload, stopped with
     the runtime; ``$UWSGISIG_ATTACH`` tells its processes where to attach.
+    ``pidfile`` holds the master's pid while it runs; touching a file of
+    ``touch_reload`` or ``touch_workers_reload`` reloads the workers, one of
+    ``touch_mules_reload`` the mules. ``log_level`` is ``"debug"``,
+    ``"info"``, ``"warning"`` or ``"error"``.
     """
 
     def __init__(
@@ -77,6 +81,11 @@ class Runtime:
         attach: int = 0,
         attach_socket: str | os.PathLike[str] | None = None,
         command: Sequence[str] = (),
+        pidfile: str | os.PathLike[str] | None = None,
+        touch_reload: Iterable[str | os.PathLike[str]] = (),
+        touch_workers_reload: Iterable[str | os.PathLike[str]] = (),
+        touch_mules_reload: Iterable[str | os.PathLike[str]] = (),
+        log_level: str = "info",
     ) -> None:
         self.app = app
         self.config = RuntimeConfig(
@@ -101,6 +110,11 @@ class Runtime:
             attach=attach,
             attach_socket=os.fspath(attach_socket) if attach_socket is not None else None,
             command=tuple(command),
+            pidfile=os.fspath(pidfile) if pidfile is not None else None,
+            touch_reload=tuple(os.fspath(path) for path in touch_reload),
+            touch_workers_reload=tuple(os.fspath(path) for path in touch_workers_reload),
+            touch_mules_reload=tuple(os.fspath(path) for path in touch_mules_reload),
+            log_level=log_level,
         )
 
     def run(self) -> int:
@@ -160,7 +174,7 @@ def serve(
     door: socket.socket | None = None,
 ) -> int:
     """Be the master: listen, import the app, check it, fork, and loop."""
-    configure_logging(config.log_file)
+    configure_logging(config.log_file, config.log_level)
     if listening is None:
         listening = listen_for_remote_signals(config)
     if door is None:
@@ -253,8 +267,9 @@ def check_targets(master: Master) -> None:
             )
 
 
-def configure_logging(log_file: str | None) -> None:
+def configure_logging(log_file: str | None, level: str = "info") -> None:
     """Send uwsgisig's log to ``log_file`` or, if the program set up no logging, to stderr."""
+    log.setLevel(level.upper())
     if log_file is not None:
         handler: logging.Handler = logging.FileHandler(log_file)
     elif not logging.getLogger().handlers and not log.handlers:
@@ -263,4 +278,3 @@ def configure_logging(log_file: str | None) -> None:
         return
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     log.addHandler(handler)
-    log.setLevel(logging.INFO)

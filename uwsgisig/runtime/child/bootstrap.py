@@ -60,7 +60,9 @@ def reset_posix_signals() -> None:
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    for signum in (signal.SIGTERM, signal.SIGCHLD):
+    # USR1, USR2 and TSTP mean stats, status and pause to the master alone: a
+    # child gets back their defaults, as any process has them.
+    for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP):
         signal.signal(signum, signal.SIG_DFL)
 
 

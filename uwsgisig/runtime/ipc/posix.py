@@ -29,6 +29,9 @@ STOP_SIGNALS = {
     signal.SIGTERM: "term",
     signal.SIGHUP: "hup",
     signal.SIGCHLD: "chld",
+    signal.SIGUSR1: "usr1",
+    signal.SIGUSR2: "usr2",
+    signal.SIGTSTP: "tstp",
 }
 
 

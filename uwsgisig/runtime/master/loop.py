@@ -42,6 +42,7 @@ from .command import Command
 from .door import Admission, AttachDoor
 from .flow import Flow
 from .listener import RemoteListener
+from .operations import TOUCH_INTERVAL, Pidfile, TouchFiles, describe_slots
 from .peers import Peer, SharedQueue, Slot
 from .router import Router
 from .supervisor import Supervisor
@@ -139,6 +140,16 @@ class Master:
         )
         self.flow: Flow[Peer] = Flow(config.queue_size)
         self._posix: list[int] = []
+        self.started_at = time.monotonic()
+        self.raised = 0  # signals raised by any process, ever
+        self.pidfile = Pidfile(config.pidfile) if config.pidfile is not None else None
+        self.touch_files = TouchFiles(
+            [(path, "reloading the workers", self.handle_hup) for path in config.touch_reload]
+            + [(path, "reloading the workers", self._reload_workers)
+               for path in config.touch_workers_reload]
+            + [(path, "reloading the mules", self._reload_mules)
+               for path in config.touch_mules_reload]
+        )  # fmt: skip
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -210,11 +221,17 @@ class Master:
                 self._serve_once()
         finally:
             self._shut_down()
+            if self.pidfile is not None:
+                self.pidfile.remove(self.pid)
         log.info("uwsgisig master %d stopped", self.pid)
         return 0
 
     def _start(self) -> None:
         self._install_posix_handlers()
+        if self.pidfile is not None:
+            self.pidfile.write(self.pid)
+        if self.touch_files:
+            self.supervisor.call_later(TOUCH_INTERVAL, self._look_at_touch_files)
         self._poll.register(self._wake_r, select.POLLIN)
         for peer in self.peers:
             self._poll.register(peer.sock, select.POLLIN)
@@ -384,6 +401,7 @@ class Master:
         """Handle whole frames from ``peer``, read from its socket or its ring."""
         raised = self.router.route_burst(frames)
         if raised:
+            self.raised += raised
             self.flow.raised(peer, raised)
             return
         on_frame = self._on_frame
@@ -395,6 +413,7 @@ class Master:
                 handler(peer, num, arg, value)
 
     def _on_raise(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        self.raised += 1
         self.flow.raised(peer, 1)
         if num > MAX_SIGNAL:
             log.error("%s raised signal %d: signals are 0-%d", peer.describe(), num, MAX_SIGNAL)
@@ -510,8 +529,10 @@ class Master:
         (see `held`), and counting them would let signals that nobody asks
         for stop every sender.
         """
-        return sum(peer.backlog() for peer in self.peers) + sum(
-            queue.backlog() for queue in self.queues
+        return (
+            sum(peer.backlog() for peer in self.peers)
+            + sum(queue.backlog() for queue in self.queues)
+            + self.router.backlog()
         )
 
     # ---------------------------------------------------------------- writing
@@ -672,6 +693,8 @@ class Master:
                 f"every attach slot is taken (workers {attachable[0]}-{attachable[-1]}): "
                 "give the runtime more with --attach"
             )
+        if slot.started_at:
+            slot.respawns += 1  # a new holder of this id
         slot.pid = pid
         slot.ready = False
         slot.started_at = time.monotonic()
@@ -774,10 +797,58 @@ class Master:
         self._begin_stop(graceful=graceful)
 
     def handle_hup(self) -> None:
-        # Attached workers belong to their server, which reloads them itself.
-        self.supervisor.reload([slot for slot in self.workers if not slot.attached])
+        self._reload_workers()
         if self.supervisor.command is not None:
             self.supervisor.command.reload()
+
+    def _reload_workers(self) -> None:
+        # Attached workers belong to their server, which reloads them itself.
+        self.supervisor.reload([slot for slot in self.workers if not slot.attached])
+
+    def _reload_mules(self) -> None:
+        programmed = [mule for mule in self.mules if self.config.program_of(mule.id)]
+        self.supervisor.reload([mule for mule in self.mules if mule not in programmed])
+        for mule in programmed:
+            self.supervisor.restart(mule)  # its own loop reads no RELOAD
+
+    def handle_usr1(self) -> None:
+        """Statistics to the log: the queues, then every process."""
+        queued = sum(queue.backlog() for queue in self.queues) + self.router.backlog()
+        log.info(
+            "stats: master pid %d up %.1f s; %d signals raised, %d queued (%d in shared "
+            "queues or paused), %d held for a wait() (%d dropped)%s",
+            self.pid,
+            time.monotonic() - self.started_at,
+            self.raised,
+            self.backlog(),
+            queued,
+            len(self.router.held),
+            self.router.held.dropped,
+            "; PAUSED" if self.router.paused is not None else "",
+        )
+        for line in describe_slots(self.slots, self._doing):
+            log.info("stats: %s", line)
+
+    def handle_usr2(self) -> None:
+        """Worker status to the log, one line each."""
+        for line in describe_slots(self.workers, self._doing):
+            log.info("status: %s", line)
+
+    def handle_tstp(self) -> None:
+        """Pause (no signal is delivered, none is lost) or resume."""
+        if self.router.paused is None:
+            self.router.pause()
+            log.info("SIGTSTP: paused; signals raised from now on are kept until resumed")
+        else:
+            log.info("SIGTSTP: resumed; delivering %d kept signals", self.router.resume())
+
+    def _doing(self, slot: Slot) -> str:
+        num = slot.progress.running
+        return "idle" if num is None else self.describe_work(slot)
+
+    def _look_at_touch_files(self) -> None:
+        self.touch_files.look()
+        self.supervisor.call_later(TOUCH_INTERVAL, self._look_at_touch_files)
 
     def handle_chld(self) -> None:
         self.supervisor.reap()

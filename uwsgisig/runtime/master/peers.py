@@ -81,6 +81,7 @@ class Slot(Peer):
         self.ready = False
         self.started_at = 0.0
         self.respawn_delay = 0.0
+        self.respawns = 0  # processes started for this slot after the first
         self.reloading = False
         # Filled by a process that attached (a web server's worker), not by a fork.
         self.attached = attached

@@ -20,6 +20,7 @@ burst alike:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -90,6 +91,8 @@ class Router:
         self.touch = touch
         self.held = held if held is not None else HeldSignals()
         self.waiters: list[Peer] = []  # pool members blocked in wait(), oldest first
+        # While paused (SIGTSTP), raised signals wait here, in order, undelivered.
+        self.paused: deque[int] | None = None
         self.held_workers = self.workers  # the worker slots some process holds
         self.workers_changed()
         self._by_key = {slot.key: slot for slot in (*self.workers, *self.mules)}
@@ -142,6 +145,9 @@ class Router:
 
     def route(self, num: int) -> None:
         """Send signal ``num`` where it belongs. Every raised signal comes through here."""
+        if self.paused is not None:
+            self.paused.append(num)
+            return
         destination = self.destination(num)
         if type(destination) is ToQueue:
             destination.queue.outbox.append(num)
@@ -169,6 +175,9 @@ class Router:
         if frames[3::FRAME_SIZE].count(0) != count:
             return 0  # a number past 255: one by one, where it is refused
         nums = frames[2::FRAME_SIZE]
+        if self.paused is not None:
+            self.paused += nums
+            return count
         destinations = {self.destination(num) for num in set(nums)}
         if len(destinations) != 1:
             return 0
@@ -184,6 +193,22 @@ class Router:
         else:
             return 0  # waiters and holding change with each signal: one by one
         return count
+
+    def pause(self) -> None:
+        """From now on, keep every raised signal undelivered, in order (SIGTSTP)."""
+        if self.paused is None:
+            self.paused = deque()
+
+    def resume(self) -> int:
+        """Deliver what the pause kept, in order; return how many signals that was."""
+        kept, self.paused = self.paused, None
+        for num in kept or ():
+            self.route(num)
+        return len(kept or ())
+
+    def backlog(self) -> int:
+        """Signals kept by a pause: accepted, and not started."""
+        return len(self.paused) if self.paused is not None else 0
 
     def _answer(self, peer: Peer, num: int) -> None:
         self.waiters.remove(peer)

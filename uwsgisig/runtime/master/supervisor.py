@@ -91,6 +91,8 @@ class Supervisor:
                 self._be_child(slot)
         with _setpgid_race():
             os.setpgid(pid, pid)  # also done by the child: whichever runs first
+        if slot.started_at:
+            slot.respawns += 1
         slot.pid = pid
         slot.ready = False
         slot.reloading = False
@@ -193,6 +195,12 @@ class Supervisor:
             self.touch(slot)
             pid = slot.pid
             self.call_later(self.reload_timeout, lambda s=slot, p=pid: self._kill_stale(s, p))
+
+    def restart(self, slot: Slot) -> None:
+        """End ``slot``'s child now (SIGTERM) and start another: for loops that read no frame."""
+        if slot.pid is not None:
+            slot.reloading = True
+            kill_group(slot.pid, signal.SIGTERM)
 
     def _kill_stale(self, slot: Slot, pid: int) -> None:
         if slot.pid == pid and slot.reloading:

@@ -89,6 +89,14 @@ def _positive_seconds(instance: object, attribute: attrs.Attribute, value: float
         raise ValueError(f"invalid {attribute.name} {value!r}: must be a number of seconds > 0")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if value not in LOG_LEVELS:
+        raise ValueError(f"invalid log_level {value!r}: use one of {', '.join(LOG_LEVELS)}")
+
+
 @attrs.frozen
 class RuntimeConfig:
     """Settings of one runtime. Mules and farms declared by the app are merged in."""
@@ -104,6 +112,13 @@ class RuntimeConfig:
     # A command run beside the runtime and supervised by it (uWSGI's
     # attach-daemon), e.g. a web server whose workers attach.
     command: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # Where the master writes its pid while it runs (uWSGI's --pidfile).
+    pidfile: str | None = None
+    # Files that, when touched, reload everything, the workers, or the mules.
+    touch_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    touch_workers_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    touch_mules_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    log_level: str = attrs.field(default="info", validator=_log_level)
     mules: int = attrs.field(default=0, validator=_at_least(0))
     farms: tuple[FarmSpec, ...] = attrs.field(default=(), converter=tuple)
     spooler: bool = False
