@@ -109,7 +109,7 @@ def test_child_that_dies_at_start_is_respawned_with_growing_delays(start_app, tm
                 file.write(f"{{time.monotonic()}}\\n")
             with open({str(starts)!r}) as file:
                 if len(file.readlines()) <= 3:
-                    raise RuntimeError("cannot start")
+                    os._exit(1)  # dies at start (a hook that raises is only logged)
         """
     )
     times = [float(line) for line in starts.read_text().split()]
@@ -227,3 +227,30 @@ def test_a_raise_frame_past_255_is_refused_by_the_master_which_goes_on(start_app
     app.handle.signal(7)
     app.wait_records("ran", 1)
     wait_for(lambda: "raised signal 300: signals are 0-255" in app.log.read_text(), 10, "log")
+
+
+def test_a_post_fork_hook_that_raises_is_logged_and_the_next_hooks_still_run(start_app):
+    # uWSGI 2.0.31 prints the traceback and keeps the worker, but skips the
+    # hooks after the one that raised; here each hook runs on its own.
+    app = start_app(
+        """
+        @uwsgisig.postfork
+        def broken():
+            raise RuntimeError("hook failed")
+
+        @uwsgisig.postfork
+        def fine():
+            record("fine")
+
+        @Signal(3).register_handler(target="worker1")
+        def serves(num):
+            record("served", num)
+        """
+    )
+    assert len(app.wait_records("fine", 1)) == 1
+    app.handle.signal(3)
+    app.wait_records("served", 1)
+    log = app.log.read_text()
+    assert "post-fork hook app0:broken raised in worker 1 (pid" in log
+    assert "RuntimeError: hook failed" in log  # the traceback, through the logger
+    assert "respawning" not in log

@@ -11,6 +11,7 @@ import it, and it imports nothing of theirs.
 from __future__ import annotations
 
 __all__ = [
+    "AppImportError",
     "AttachRefusedError",
     "MessageQueueFullError",
     "MessageTooLargeError",
@@ -52,6 +53,10 @@ class SignalAlreadyRegisteredError(UwsgisigError, ValueError):
 
 class NoSignalAvailableError(UwsgisigError):
     """All 256 signal numbers are taken."""
+
+
+class AppImportError(UwsgisigError):
+    """The app raised while the runtime imported it; the message holds its traceback."""
 
 
 class AttachRefusedError(UwsgisigError):

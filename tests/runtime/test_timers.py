@@ -60,8 +60,17 @@ def test_late_processing_does_not_shift_the_next_tick() -> None:
     assert heap.next_due() == START + 2
 
 
+def test_timers_shorter_than_a_millisecond_are_refused() -> None:
+    with pytest.raises(ScheduleError, match="must be at least 1 millisecond, the shortest"):
+        ms_timer_event(5, 0.1)
+    with pytest.raises(ScheduleError, match="must be at least 0.001 seconds"):
+        timer_event(5, 1e-9)
+    assert ms_timer_event(5, 1).period == 0.001
+
+
 def test_tiny_period_does_not_accumulate_float_error() -> None:
-    made = arm(ms_timer_event(5, 0.1), START)  # every 0.0001 s
+    # The pure schedule stays exact below what a caller may ask for.
+    made = Timer(5, 0.0001, 0, START, TimerKind.MS_TIMER)
     heap = heap_of(made)
 
     for _ in range(10_000):
@@ -73,7 +82,7 @@ def test_tiny_period_does_not_accumulate_float_error() -> None:
 
 
 def test_period_below_the_clocks_float_resolution_still_advances() -> None:
-    made = arm(timer_event(5, 1e-300), 1e6)
+    made = Timer(5, 1e-300, 0, 1e6, TimerKind.TIMER)
     heap = heap_of(made)
 
     assert heap.pop_due(1e6 + 1) == [5]

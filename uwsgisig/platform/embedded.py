@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -436,8 +437,14 @@ def spool(
         if not isinstance(body, bytes):
             raise TypeError(f"a spool job's body is bytes, not {type(body).__name__}")
         job["body"] = body
-    if at is not None and (isinstance(at, bool) or not isinstance(at, (int, float))):
-        raise ValueError(f"invalid at {at!r}: give a UNIX time in seconds")
+    if at is not None and (
+        isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at)
+    ):
+        raise ValueError(f"invalid at {at!r}: give a finite UNIX time in seconds")
+    if spooler is not None and not isinstance(spooler, (str, os.PathLike)):
+        raise TypeError(
+            f"invalid spooler {spooler!r}: give the path of a spool directory (a str or a Path)"
+        )
     directory = spooler if spooler is not None else CURRENT.config.spool_dir
     if directory is None:
         raise NotInRuntimeError(

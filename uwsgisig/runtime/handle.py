@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import select
 import signal
 import socket
 import time
 from types import TracebackType
+from typing import SupportsIndex
 
 import attrs
 
@@ -20,6 +22,13 @@ from .model.config import RuntimeConfig
 from .model.roles import Role
 
 __all__ = ["ProcessInfo", "RuntimeHandle"]
+
+
+def _number(num: object) -> int:
+    """A signal number from an int or anything with ``__index__`` (a `Signal`)."""
+    if not isinstance(num, int) and hasattr(num, "__index__"):
+        num = operator.index(num)  # type: ignore[arg-type]
+    return check_signal_number(num)
 
 
 @attrs.frozen
@@ -51,15 +60,24 @@ class RuntimeHandle:
         self._loop = SignalLoop(self._link, [], table=None)
         self.returncode: int | None = None
 
-    def signal(self, num: int) -> None:
-        """Raise signal ``num`` in the runtime, as a child's ``Signal(num).send()`` would."""
-        self._link.raise_signal(check_signal_number(num))
+    def signal(self, num: SupportsIndex) -> None:
+        """Raise signal ``num`` (a number or a `Signal`) in the runtime, as ``send()`` would."""
+        number = _number(num)
+        self._check_running(f"raise signal {number}")
+        self._link.raise_signal(number)
 
-    def wait(self, num: int | None = None, timeout: float = 10.0) -> int:
+    def wait(self, num: SupportsIndex | None = None, timeout: float = 10.0) -> int:
         """Wait for signal ``num`` (or any) routed to a waiting process; raise TimeoutError."""
-        if num is not None:
-            check_signal_number(num)
-        return self._loop.wait(num, timeout)
+        number = None if num is None else _number(num)
+        self._check_running("wait for a signal")
+        return self._loop.wait(number, timeout)
+
+    def _check_running(self, what: str) -> None:
+        if self.returncode is not None:
+            raise UwsgisigError(
+                f"cannot {what}: this runtime was stopped (master pid {self.pid} exited with "
+                f"status {self.returncode}); start another with Runtime(...).start()"
+            )
 
     def processes(self) -> list[ProcessInfo]:
         """Every process of the runtime, the master first."""

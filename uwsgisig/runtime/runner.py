@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -186,6 +187,7 @@ def serve(
     if app is not None:
         import_app(app)
     config = with_declarations(config)
+    check_programs(config)
     CURRENT.config = config
     master = Master(
         config,
@@ -252,6 +254,31 @@ def with_declarations(config: RuntimeConfig) -> RuntimeConfig:
     return attrs.evolve(
         config, mules=mules, farms=tuple(farms.values()), programs=tuple(programs.values())
     )
+
+
+def check_programs(config: RuntimeConfig) -> None:
+    """Refuse to start a programmed mule whose loop cannot be found (it would die in a loop).
+
+    The module is looked up, not imported: the mule imports it, after fork.
+    """
+    for program in config.programs:
+        body = program.body
+        if callable(body):
+            continue
+        if body.endswith(".py"):
+            if not os.path.isfile(body):
+                raise TargetError(f"mule {program.mule}'s loop {body!r}: no such file")
+            continue
+        module = body.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            found = None
+        if found is None:
+            raise TargetError(
+                f"mule {program.mule}'s loop {body!r} cannot be imported: no module named "
+                f"{module!r} (give --pythonpath DIR, or run from its directory)"
+            )
 
 
 def check_targets(master: Master) -> None:

@@ -31,6 +31,7 @@ from ..model.config import RuntimeConfig
 from ..model.process import CURRENT
 from ..model.roles import Role
 from ..model.table import TABLE
+from .bootstrap import run_hooks
 from .loop import SignalLoop
 
 __all__ = ["Attachment", "attach_to"]
@@ -56,8 +57,7 @@ class Attachment:
 
     def serve_in_thread(self, hooks: list[Callable[[], object]]) -> None:
         """Run the post-fork ``hooks`` here, say READY, and serve signals in a daemon thread."""
-        for hook in hooks:
-            hook()
+        run_hooks(hooks, f"worker {self.id} (pid {self.pid})")
         self.link.ready()
         self.thread = threading.Thread(
             target=self._serve, name=f"uwsgisig worker {self.id}", daemon=True

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+from collections.abc import Callable, Iterable
 
 from ..ipc.link import MasterGone, MasterLink
 from ..ipc.posix import STOP_SIGNALS, die_with_parent
 from ..ipc.spool import Spooler
 from ..model.app import DECLARED
 from ..model.process import CURRENT, ChildSpec
-from .loop import SignalLoop
+from .loop import SignalLoop, describe_self
 from .programs import run_program
 
-__all__ = ["reset_posix_signals", "run_child"]
+__all__ = ["reset_posix_signals", "run_child", "run_hooks"]
+
+log = logging.getLogger("uwsgisig")
 
 
 def run_child(spec: ChildSpec) -> int:
@@ -37,8 +41,7 @@ def run_child(spec: ChildSpec) -> int:
     signal.signal(signal.SIGHUP, lambda signum, frame: loop.request_stop())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
-        for hook in spec.hooks:
-            hook()
+        run_hooks(spec.hooks, describe_self())
         link.ready()
         if spec.program is not None:
             return run_program(spec.program)
@@ -49,6 +52,21 @@ def run_child(spec: ChildSpec) -> int:
     except MasterGone:
         return 0
     return 0
+
+
+def run_hooks(hooks: Iterable[Callable[[], object]], who: str) -> None:
+    """Run the post-fork hooks; one that raises is logged with its traceback, and the
+    process goes on (as uWSGI's python plugin does), rather than dying in a loop."""
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception(
+                "post-fork hook %s:%s raised in %s; going on without it",
+                getattr(hook, "__module__", "?"),
+                getattr(hook, "__qualname__", repr(hook)),
+                who,
+            )
 
 
 def reset_posix_signals() -> None:

@@ -7,17 +7,19 @@ child.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ...errors import TargetError
+from ...errors import AppImportError, TargetError
 from .config import FarmSpec, MuleProgram
 from .table import TABLE
 
@@ -103,7 +105,12 @@ def declare_program(program: MuleProgram) -> None:
 
 
 def import_app(spec: str) -> ModuleType:
-    """Import the app: a dotted module name, or the path of a ``.py`` file."""
+    """Import the app: a dotted module name, or the path of a ``.py`` file.
+
+    An app that cannot be found raises `FileNotFoundError` or `ImportError`
+    with a one-line message; whatever the app's own code raises while it is
+    imported becomes `AppImportError`, with the traceback of that code.
+    """
     if spec.endswith(".py") or "/" in spec:
         path = Path(spec).resolve()
         if not path.is_file():
@@ -115,6 +122,44 @@ def import_app(spec: str) -> ModuleType:
             raise ImportError(f"cannot import app file {spec!r}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
-        module_spec.loader.exec_module(module)
+        with _raised_by_the_app(spec):
+            module_spec.loader.exec_module(module)
         return module
-    return importlib.import_module(spec)
+    try:
+        found = importlib.util.find_spec(spec)
+    except ModuleNotFoundError:
+        found = None  # its package is missing
+    if found is None:
+        raise ImportError(
+            f"no module named {spec!r}: run from the directory that holds it, give "
+            "--pythonpath DIR, or give the path of its .py file"
+        )
+    with _raised_by_the_app(spec):
+        return importlib.import_module(spec)
+
+
+@contextlib.contextmanager
+def _raised_by_the_app(spec: str) -> Iterator[None]:
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        raise  # an exit is an exit
+    except BaseException as exc:
+        raise AppImportError(
+            f"the app {spec!r} raised while it was imported:\n{_app_traceback(exc)}"
+        ) from exc
+
+
+def _app_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` without the frames of uwsgisig and of the import machinery."""
+    ours = str(Path(__file__).resolve().parents[2])  # the uwsgisig package
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith((ours, "<frozen importlib"))
+    ]
+    return (
+        "Traceback (most recent call last):\n"
+        + "".join(traceback.format_list(frames))
+        + "".join(traceback.format_exception_only(exc))
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -85,8 +86,15 @@ def _at_least(minimum: int) -> object:
 
 
 def _positive_seconds(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"invalid {attribute.name} {value!r}: must be a number of seconds > 0")
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"invalid {attribute.name} {value!r}: must be a finite number of seconds > 0"
+        )
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

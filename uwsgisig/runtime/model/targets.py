@@ -8,6 +8,7 @@ value and `str(target)` turns it back.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Literal
 
@@ -90,7 +91,18 @@ def parse_target(text: object) -> Target:
     farm = _FARM_NAME.fullmatch(text)
     if farm:
         return Target("farm", name=farm.group(1))
-    raise TargetError(f"invalid signal target {text!r}: allowed are {ALLOWED_FORMS}")
+    raise TargetError(
+        f"invalid signal target {text!r}{_did_you_mean(text)}: allowed are {ALLOWED_FORMS}"
+    )
+
+
+def _did_you_mean(text: str) -> str:
+    """``" (did you mean 'workers'?)"`` for a near miss, else nothing."""
+    stem = text.rstrip("0123456789")
+    close = difflib.get_close_matches(stem, [*_PLAIN, "farm_"], n=1, cutoff=0.6)
+    if not close or close[0] == stem:
+        return ""
+    return f" (did you mean {close[0] + text[len(stem) :]!r}?)"
 
 
 # A target's wire code is its kind's position here (farm names travel as farm positions).

@@ -42,12 +42,29 @@ __all__ = [
 CRON_MARGIN = 0.001
 
 
+# The shortest period a timer may be asked for: uWSGI's ms timers count whole
+# milliseconds, and a shorter one would keep the master ticking, not routing.
+MIN_PERIOD = 0.001  # seconds
+
+
+def check_requested_period(value: object, *, name: str = "period", unit: str = "seconds") -> float:
+    """``value`` as a float, if it is a finite number of at least 1 ms; else raise."""
+    in_ms = unit == "milliseconds"
+    period = check_period(value, name=name, unit=unit)
+    if period < (MIN_PERIOD * 1000 if in_ms else MIN_PERIOD):
+        shortest = "1 millisecond" if in_ms else f"{MIN_PERIOD:g} seconds"
+        raise ScheduleError(
+            f"invalid timer {name} {value!r}: must be at least {shortest}, the shortest timer"
+        )
+    return period
+
+
 @attrs.frozen
 class TimerEvent:
     """Raise ``signum`` every ``period`` seconds; ``iterations`` times, or forever if 0."""
 
     signum: int = attrs.field(converter=check_signal_number)
-    period: float = attrs.field(converter=check_period)
+    period: float = attrs.field(converter=check_requested_period)
     iterations: int = attrs.field(default=0, converter=check_iterations)
     kind: TimerKind = attrs.field(default=TimerKind.TIMER, converter=TimerKind)
 
@@ -64,7 +81,7 @@ def rb_timer_event(signum: int, seconds: float, iterations: int = 0) -> TimerEve
 
 def ms_timer_event(signum: int, ms: float) -> TimerEvent:
     """The event of ``add_ms_timer(signum, ms)``: tick forever every ``ms`` milliseconds."""
-    period = check_period(ms, name="interval", unit="milliseconds") / 1000.0
+    period = check_requested_period(ms, name="interval", unit="milliseconds") / 1000.0
     return TimerEvent(signum, period, 0, TimerKind.MS_TIMER)
 
 
