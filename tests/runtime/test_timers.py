@@ -63,7 +63,7 @@ def test_late_processing_does_not_shift_the_next_tick() -> None:
 def test_timers_shorter_than_a_millisecond_are_refused() -> None:
     with pytest.raises(ScheduleError, match="must be at least 1 millisecond, the shortest"):
         ms_timer_event(5, 0.1)
-    with pytest.raises(ScheduleError, match="must be at least 0.001 seconds"):
+    with pytest.raises(ScheduleError, match=r"must be at least 0\.001 seconds"):
         timer_event(5, 1e-9)
     assert ms_timer_event(5, 1).period == 0.001
 
