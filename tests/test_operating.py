@@ -257,3 +257,102 @@ def test_log_level_warning_hides_the_info_lines(tmp_path):
     bad = uwsgisig("run", str(app), "--log-level", "chatty")
     assert bad.returncode == 2
     assert "invalid choice: 'chatty'" in bad.stderr
+
+
+# -------------------------------------------------------------------- the master FIFO
+
+
+def shell_write(fifo: Path, text: str) -> None:
+    """``echo TEXT > FIFO``, as an operator types it."""
+    subprocess.run(["sh", "-c", f"echo '{text}' > '{fifo}'"], check=True, timeout=10)
+
+
+def replaced(app, before: dict[str, int], who: tuple[str, ...]) -> bool:
+    now = worker_pids(app)
+    return all(now.get(w) not in (None, before[w]) for w in who)
+
+
+@pytest.mark.parametrize("letter", ["r", "w", "R", "W", "c"])
+def test_fifo_reloads_replace_every_worker(start_app, tmp_path, letter):
+    fifo = tmp_path / "master.fifo"
+    app = start_app(SLOW, workers=2, mules=1, master_fifo=[fifo])
+    before = worker_pids(app)
+    shell_write(fifo, letter)
+    wait_for(lambda: replaced(app, before, ("worker1", "worker2")), 20, f"reload by {letter!r}")
+    assert worker_pids(app)["mule1"] == before["mule1"]
+    app.handle.wait_ready()
+    app.handle.signal(6)  # the new workers serve
+    app.wait_records("quick", 1)
+
+
+def test_fifo_chain_reload_waits_for_each_new_worker_before_the_next(start_app, tmp_path):
+    fifo = tmp_path / "master.fifo"
+    app = start_app("", workers=3, master_fifo=[fifo])
+    before = worker_pids(app)
+    shell_write(fifo, "c")
+    wait_for(lambda: replaced(app, before, ("worker1", "worker2", "worker3")), 30, "chain")
+    lines = [line for line in app.log.read_text().splitlines() if "reloaded" in line]
+    assert [line.split("reloaded")[0].split("INFO ")[1].split(" (pid")[0] for line in lines] == [
+        "worker 1",
+        "worker 2",
+        "worker 3",
+    ]  # one after another, in order
+
+
+def test_fifo_stats_pause_pidfile_and_unknown_letters(start_app, tmp_path):
+    fifo = tmp_path / "master.fifo"
+    pidfile = tmp_path / "master.pid"
+    app = start_app(SLOW, workers=1, master_fifo=[fifo], pidfile=pidfile)
+    shell_write(fifo, "s")
+    log_has(app, "stats: worker 1 (pid")
+    shell_write(fifo, "p")  # pause
+    log_has(app, "SIGTSTP: paused")
+    app.handle.signal(6)
+    shell_write(fifo, "s p")  # two commands in one write: stats, then resume
+    log_has(app, "; PAUSED")
+    log_has(app, "SIGTSTP: resumed; delivering 1 kept signals")
+    app.wait_records("quick", 1)
+    pidfile.unlink()
+    shell_write(fifo, "P")
+    wait_for(pidfile.exists, 20, "the pidfile to be written again")
+    assert pidfile.read_text() == f"{app.handle.pid}\n"
+    shell_write(fifo, "x")
+    log_has(app, "master FIFO: unknown command 'x' ignored")
+
+
+def test_fifo_reopens_and_rotates_the_log(start_app, tmp_path):
+    fifo = tmp_path / "master.fifo"
+    app = start_app("", workers=1, master_fifo=[fifo])
+    moved = tmp_path / "moved.log"
+    app.log.rename(moved)  # as logrotate does
+    shell_write(fifo, "l")
+    wait_for(app.log.exists, 20, "a new log file")
+    log_has(app, "log file reopened")
+    shell_write(fifo, "L")
+    wait_for(lambda: list(tmp_path.glob("log.txt.*")), 20, "a rotated log file")
+    rotated = next(tmp_path.glob("log.txt.*"))
+    assert "log file reopened" in rotated.read_text()
+    log_has(app, f"log file rotated: the old one is {rotated}")
+
+
+def test_only_the_selected_fifo_is_obeyed_and_a_digit_selects_another(start_app, tmp_path):
+    first, second = tmp_path / "first.fifo", tmp_path / "second.fifo"
+    app = start_app("", workers=1, master_fifo=[first, second])
+    shell_write(second, "s")
+    log_has(app, f"master FIFO {second} is not the selected one")
+    assert "stats:" not in app.log.read_text()
+    shell_write(first, "1")
+    log_has(app, f"master FIFO: {second} is the selected FIFO now")
+    shell_write(second, "s")
+    log_has(app, "stats: master pid")
+
+
+@pytest.mark.parametrize("letter", ["q", "Q"])
+def test_fifo_stops_the_runtime(start_app, tmp_path, letter):
+    fifo = tmp_path / "master.fifo"
+    app = start_app("", workers=2, master_fifo=[fifo])
+    pids = set(app.handle.pids())
+    shell_write(fifo, letter)
+    assert_all_gone(pids)
+    assert not fifo.exists()  # the master removes the FIFOs it made
+    assert app.handle.stop() == 0

@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted for uWSGI's command lines: SIGTERM always stops the runtime",
     )
     run.add_argument("--pidfile", help="write the master's pid here while it runs")
+    run.add_argument(
+        "--master-fifo",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a named pipe for uWSGI's one-letter commands, e.g. `echo r > PATH` reloads "
+        "(repeatable; the first is selected, a digit written to it selects another)",
+    )
     for option, what in (
         ("--touch-reload", "reload the workers (as SIGHUP)"),
         ("--touch-workers-reload", "reload the workers"),
@@ -299,6 +307,7 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             touch_workers_reload=args.touch_workers_reload,
             touch_mules_reload=args.touch_mules_reload,
             log_level=args.log_level,
+            master_fifo=args.master_fifo,
         )
         return runtime.run()
     except (UwsgisigError, ValueError, ImportError, OSError) as exc:

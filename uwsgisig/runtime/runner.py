@@ -58,7 +58,8 @@ class Runtime:
     ``pidfile`` holds the master's pid while it runs; touching a file of
     ``touch_reload`` or ``touch_workers_reload`` reloads the workers, one of
     ``touch_mules_reload`` the mules. ``log_level`` is ``"debug"``,
-    ``"info"``, ``"warning"`` or ``"error"``.
+    ``"info"``, ``"warning"`` or ``"error"``. ``master_fifo`` are named pipes
+    that take uWSGI's one-letter master FIFO commands (see `master.fifo`).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class Runtime:
         touch_workers_reload: Iterable[str | os.PathLike[str]] = (),
         touch_mules_reload: Iterable[str | os.PathLike[str]] = (),
         log_level: str = "info",
+        master_fifo: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         self.app = app
         self.config = RuntimeConfig(
@@ -116,6 +118,7 @@ class Runtime:
             touch_workers_reload=tuple(os.fspath(path) for path in touch_workers_reload),
             touch_mules_reload=tuple(os.fspath(path) for path in touch_mules_reload),
             log_level=log_level,
+            master_fifo=tuple(os.fspath(path) for path in master_fifo),
         )
 
     def run(self) -> int:

@@ -40,6 +40,7 @@ from ..schedule.events import Event, EventSources, decode
 from ..wire.frames import FRAME, Op, RegisterError
 from .command import Command
 from .door import Admission, AttachDoor
+from .fifo import MasterFifo
 from .flow import Flow
 from .listener import RemoteListener
 from .operations import TOUCH_INTERVAL, Pidfile, TouchFiles, describe_slots
@@ -190,6 +191,28 @@ class Master:
             if door is not None
             else None
         )
+        self.fifo = (
+            MasterFifo(
+                config.master_fifo,
+                self._poll,
+                {
+                    "r": self.handle_hup,
+                    "R": self._reload_brutally,
+                    "w": self._reload_workers,
+                    "W": self._reload_workers_brutally,
+                    "c": self._chain_reload,
+                    "q": lambda: self._begin_stop(graceful=True),
+                    "Q": lambda: self._begin_stop(graceful=False),
+                    "s": self.handle_usr1,
+                    "p": self.handle_tstp,
+                    "l": self._reopen_log,
+                    "L": self._rotate_log,
+                    "P": self._rewrite_pidfile,
+                },
+            )
+            if config.master_fifo
+            else None
+        )
         # What the loop does when a descriptor is ready (the listener's own
         # connections come and go: it keeps them).
         self._on_ready: dict[int, Callable[[int], None]] = {self._wake_r: self._drain_wakeup}
@@ -232,6 +255,8 @@ class Master:
             self.pidfile.write(self.pid)
         if self.touch_files:
             self.supervisor.call_later(TOUCH_INTERVAL, self._look_at_touch_files)
+        if self.fifo is not None:
+            self.fifo.start()
         self._poll.register(self._wake_r, select.POLLIN)
         for peer in self.peers:
             self._poll.register(peer.sock, select.POLLIN)
@@ -270,6 +295,8 @@ class Master:
                 self.remote.ready(fd, events)
             elif self.door is not None and self.door.owns(fd):
                 self.door.ready(fd, events)
+            elif self.fifo is not None and self.fifo.owns(fd):
+                self.fifo.ready(fd)
         self.rings.set_sleeping(False)
         self._read_rings()
         self._route_all(self.events.due())
@@ -285,6 +312,8 @@ class Master:
             self.remote.close()  # no peer waits on us while the children stop
         if self.door is not None:
             self.door.close()  # attached workers see the runtime end and go on alone
+        if self.fifo is not None:
+            self.fifo.close()
         self.supervisor.stop(graceful=self._graceful)
         self.events.close()
 
@@ -438,6 +467,7 @@ class Master:
     def _on_ready_frame(self, peer: Peer, num: int, arg: int, value: int) -> None:
         if isinstance(peer, Slot):
             peer.ready = True
+            self.supervisor.became_ready(peer)
             log.debug("%s (pid %s) is ready", peer.describe(), peer.pid)
 
     def _on_status(self, peer: Peer, num: int, arg: int, value: int) -> None:
@@ -631,6 +661,8 @@ class Master:
             fds += self.remote.fds()  # a child must not keep peers' connections open
         if self.door is not None:
             fds += self.door.fds()
+        if self.fifo is not None:
+            fds += self.fifo.fds
         for memory in (self.progress.memory, self.rings.memory, self.rings.sleeping_memory):
             fds.append(memory.fd)
         return sorted({fd for fd in fds if fd >= 0})
@@ -804,6 +836,55 @@ class Master:
     def _reload_workers(self) -> None:
         # Attached workers belong to their server, which reloads them itself.
         self.supervisor.reload([slot for slot in self.workers if not slot.attached])
+
+    def _forked_workers(self) -> list[Slot]:
+        return [slot for slot in self.workers if not slot.attached]
+
+    def _reload_brutally(self) -> None:
+        self._reload_workers_brutally()
+        if self.supervisor.command is not None:
+            self.supervisor.command.reload()
+
+    def _reload_workers_brutally(self) -> None:
+        log.info("reloading %d workers brutally", len(self._forked_workers()))
+        for slot in self._forked_workers():
+            self.supervisor.restart(slot)
+
+    def _chain_reload(self) -> None:
+        self.supervisor.chain_reload(self._forked_workers())
+
+    def _log_handlers(self) -> list[logging.FileHandler]:
+        path = self.config.log_file
+        return [
+            handler
+            for handler in log.handlers
+            if isinstance(handler, logging.FileHandler)
+            and path is not None
+            and os.path.abspath(path) == handler.baseFilename
+        ]
+
+    def _reopen_log(self) -> None:
+        """Open the log file again (after logrotate moved it)."""
+        for handler in self._log_handlers():
+            old = handler.setStream(handler._open())
+            if old is not None:
+                old.close()
+        log.info("log file reopened")
+
+    def _rotate_log(self) -> None:
+        """Rename the log file with the time, then open a new one."""
+        if self.config.log_file is None or not self._log_handlers():
+            log.warning("master FIFO 'L': there is no log file to rotate (give --log-file)")
+            return
+        rotated = f"{self.config.log_file}.{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(self.config.log_file, rotated)
+        self._reopen_log()
+        log.info("log file rotated: the old one is %s", rotated)
+
+    def _rewrite_pidfile(self) -> None:
+        if self.pidfile is not None:
+            self.pidfile.write(self.pid)
+            log.info("pidfile %s written again", self.pidfile.path)
 
     def _reload_mules(self) -> None:
         programmed = [mule for mule in self.mules if self.config.program_of(mule.id)]

@@ -64,6 +64,7 @@ class Supervisor:
     ) -> None:
         self.slots = list(slots)
         self.command: Command | None = None  # run beside the children (`master.command`)
+        self._chain: list[Slot] = []  # a chain reload's slots still to reload, in order
         self.launch = launch
         self.lost = lost
         self.describe_work = describe_work
@@ -195,6 +196,24 @@ class Supervisor:
             self.touch(slot)
             pid = slot.pid
             self.call_later(self.reload_timeout, lambda s=slot, p=pid: self._kill_stale(s, p))
+
+    def chain_reload(self, slots: Sequence[Slot]) -> None:
+        """Reload ``slots`` one at a time: the next only once the new first one is ready."""
+        self._chain = [slot for slot in slots if slot.pid is not None]
+        log.info("chain reload of %d workers", len(self._chain))
+        self._next_in_chain()
+
+    def became_ready(self, slot: Slot) -> None:
+        """``slot``'s child is ready: a chain reload waiting for it goes on."""
+        if self._chain and self._chain[0] is slot and not slot.reloading:
+            self._chain.pop(0)
+            self._next_in_chain()
+
+    def _next_in_chain(self) -> None:
+        while self._chain and self._chain[0].pid is None:
+            self._chain.pop(0)  # gone meanwhile: its respawn is a fresh one anyway
+        if self._chain:
+            self.reload(self._chain[:1])
 
     def restart(self, slot: Slot) -> None:
         """End ``slot``'s child now (SIGTERM) and start another: for loops that read no frame."""

@@ -127,6 +127,8 @@ class RuntimeConfig:
     touch_workers_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     touch_mules_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     log_level: str = attrs.field(default="info", validator=_log_level)
+    # uWSGI's master FIFOs: named pipes that take one-letter commands.
+    master_fifo: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     mules: int = attrs.field(default=0, validator=_at_least(0))
     farms: tuple[FarmSpec, ...] = attrs.field(default=(), converter=tuple)
     spooler: bool = False
