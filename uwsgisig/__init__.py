@@ -15,6 +15,7 @@ def greet(num: int) -> None:
 """
 
 from . import monitoring, scheduling, spooler
+from ._version import __version__ as __version__
 from .attaching import attach, detach
 from .errors import (
     AttachRefusedError,
@@ -77,4 +78,3 @@ __all__ = [
     "worker_id",
 ]
 
-__version__ = "0.1.0"

@@ -16,7 +16,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import __version__, compat
+from . import compat
+from ._version import __version__
 from .errors import UwsgisigError
 from .runtime import Runtime
 from .runtime.model.config import parse_farm
@@ -79,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted for uWSGI's command lines: SIGTERM always stops the runtime",
     )
     run.add_argument("--pidfile", help="write the master's pid here while it runs")
+    run.add_argument(
+        "--stats",
+        metavar="ADDR",
+        help="serve the runtime's state as JSON (uWSGI's shape, for uwsgitop) on ADDR: "
+        "a unix socket path or a loopback HOST:PORT",
+    )
+    run.add_argument("--stats-http", action="store_true", help="answer --stats over HTTP")
     run.add_argument(
         "--master-fifo",
         action="append",
@@ -308,6 +316,8 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             touch_mules_reload=args.touch_mules_reload,
             log_level=args.log_level,
             master_fifo=args.master_fifo,
+            stats=args.stats,
+            stats_http=args.stats_http,
         )
         return runtime.run()
     except (UwsgisigError, ValueError, ImportError, OSError) as exc:

@@ -60,6 +60,8 @@ class Runtime:
     ``touch_mules_reload`` the mules. ``log_level`` is ``"debug"``,
     ``"info"``, ``"warning"`` or ``"error"``. ``master_fifo`` are named pipes
     that take uWSGI's one-letter master FIFO commands (see `master.fifo`).
+    ``stats`` (a unix socket path or a loopback ``host:port``) serves the
+    runtime's state as JSON in uWSGI's shape, over HTTP with ``stats_http``.
     """
 
     def __init__(
@@ -89,6 +91,8 @@ class Runtime:
         touch_mules_reload: Iterable[str | os.PathLike[str]] = (),
         log_level: str = "info",
         master_fifo: Iterable[str | os.PathLike[str]] = (),
+        stats: str | os.PathLike[str] | None = None,
+        stats_http: bool = False,
     ) -> None:
         self.app = app
         self.config = RuntimeConfig(
@@ -119,6 +123,8 @@ class Runtime:
             touch_mules_reload=tuple(os.fspath(path) for path in touch_mules_reload),
             log_level=log_level,
             master_fifo=tuple(os.fspath(path) for path in master_fifo),
+            stats=os.fspath(stats) if stats is not None else None,
+            stats_http=stats_http,
         )
 
     def run(self) -> int:

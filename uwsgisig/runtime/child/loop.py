@@ -131,6 +131,7 @@ class SignalLoop:
         self.idle = False  # blocked in this loop, not running the app's code
         self.forked_copy = False  # set in a process a handler forked (see bootstrap)
         self._running = link.progress.running_word  # where it says which handler runs
+        self._received = link.progress.received_word  # signals taken, for the stats
         self._hot: socket.socket | MessageQueue | None = None
         self._hot_fd = -1
         self._streak = 0
@@ -405,6 +406,7 @@ class SignalLoop:
 
     def _run_handler(self, num: int, *, missing_ok: bool) -> None:
         CURRENT.last_received = num
+        self._received[0] += 1
         entry = self.table.get(num) if self.table is not None else None
         if entry is None or entry.handler is None:
             if not missing_ok:

@@ -18,7 +18,7 @@ from .shared import SharedMemory
 
 __all__ = ["Progress", "ProgressCell"]
 
-_CELL_WORDS = 2  # started, running
+_CELL_WORDS = 3  # started, running, received
 _WORD = 8
 
 
@@ -41,6 +41,16 @@ class ProgressCell:
         """The signal whose handler runs now, or None."""
         value = self._words[self._base + 1]
         return value - 1 if value else None
+
+    @property
+    def received(self) -> int:
+        """How many signals this slot's children have taken, from any queue (for stats)."""
+        return self._words[self._base + 2]
+
+    @property
+    def received_word(self) -> memoryview:
+        """The ``received`` counter as a one-item view: the signal loop adds one per signal."""
+        return self._words[self._base + 2 : self._base + 3]
 
     @property
     def started_word(self) -> memoryview:

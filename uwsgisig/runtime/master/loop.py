@@ -20,11 +20,13 @@ import select
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
+from ..._version import __version__
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
 from ..ipc.messages import PostOffice
 from ..ipc.posix import STOP_SIGNALS
@@ -37,7 +39,7 @@ from ..model.roles import Role
 from ..model.table import SignalTable
 from ..model.targets import Target, target_from_code
 from ..schedule.events import Event, EventSources, decode
-from ..wire.frames import FRAME, Op, RegisterError
+from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError
 from .command import Command
 from .door import Admission, AttachDoor
 from .fifo import MasterFifo
@@ -46,6 +48,7 @@ from .listener import RemoteListener
 from .operations import TOUCH_INTERVAL, Pidfile, TouchFiles, describe_slots
 from .peers import Peer, SharedQueue, Slot
 from .router import Router
+from .stats import StatsServer, bind_stats, memory_of
 from .supervisor import Supervisor
 
 __all__ = ["Master"]
@@ -143,6 +146,7 @@ class Master:
         self._posix: list[int] = []
         self.started_at = time.monotonic()
         self.raised = 0  # signals raised by any process, ever
+        self.raised_by_num = [0] * (MAX_SIGNAL + 1)
         self.pidfile = Pidfile(config.pidfile) if config.pidfile is not None else None
         self.touch_files = TouchFiles(
             [(path, "reloading the workers", self.handle_hup) for path in config.touch_reload]
@@ -213,6 +217,11 @@ class Master:
             if config.master_fifo
             else None
         )
+        self.stats_server = (
+            StatsServer(bind_stats(config.stats), self._poll, self.stats, http=config.stats_http)
+            if config.stats is not None
+            else None
+        )
         # What the loop does when a descriptor is ready (the listener's own
         # connections come and go: it keeps them).
         self._on_ready: dict[int, Callable[[int], None]] = {self._wake_r: self._drain_wakeup}
@@ -257,6 +266,8 @@ class Master:
             self.supervisor.call_later(TOUCH_INTERVAL, self._look_at_touch_files)
         if self.fifo is not None:
             self.fifo.start()
+        if self.stats_server is not None:
+            self.stats_server.start()
         self._poll.register(self._wake_r, select.POLLIN)
         for peer in self.peers:
             self._poll.register(peer.sock, select.POLLIN)
@@ -297,6 +308,8 @@ class Master:
                 self.door.ready(fd, events)
             elif self.fifo is not None and self.fifo.owns(fd):
                 self.fifo.ready(fd)
+            elif self.stats_server is not None and self.stats_server.owns(fd):
+                self.stats_server.ready()
         self.rings.set_sleeping(False)
         self._read_rings()
         self._route_all(self.events.due())
@@ -314,6 +327,8 @@ class Master:
             self.door.close()  # attached workers see the runtime end and go on alone
         if self.fifo is not None:
             self.fifo.close()
+        if self.stats_server is not None:
+            self.stats_server.close()
         self.supervisor.stop(graceful=self._graceful)
         self.events.close()
 
@@ -431,6 +446,9 @@ class Master:
         raised = self.router.route_burst(frames)
         if raised:
             self.raised += raised
+            nums = frames[2::FRAME_SIZE]
+            for num in set(nums):  # a burst has one or two numbers: count() runs in C
+                self.raised_by_num[num] += nums.count(num)
             self.flow.raised(peer, raised)
             return
         on_frame = self._on_frame
@@ -443,6 +461,8 @@ class Master:
 
     def _on_raise(self, peer: Peer, num: int, arg: int, value: int) -> None:
         self.raised += 1
+        if num <= MAX_SIGNAL:
+            self.raised_by_num[num] += 1
         self.flow.raised(peer, 1)
         if num > MAX_SIGNAL:
             log.error("%s raised signal %d: signals are 0-%d", peer.describe(), num, MAX_SIGNAL)
@@ -663,6 +683,8 @@ class Master:
             fds += self.door.fds()
         if self.fifo is not None:
             fds += self.fifo.fds
+        if self.stats_server is not None:
+            fds += self.stats_server.fds()
         for memory in (self.progress.memory, self.rings.memory, self.rings.sleeping_memory):
             fds.append(memory.fd)
         return sorted({fd for fd in fds if fd >= 0})
@@ -922,6 +944,83 @@ class Master:
             log.info("SIGTSTP: paused; signals raised from now on are kept until resumed")
         else:
             log.info("SIGTSTP: resumed; delivering %d kept signals", self.router.resume())
+
+    def stats(self) -> dict[str, Any]:
+        """The state of the runtime, in the shape of uWSGI's stats server (see `master.stats`)."""
+        held = Counter(self.router.held._nums)
+        return {
+            "version": __version__,
+            "server": "uwsgisig",
+            "listen_queue": 0,
+            "listen_queue_errors": 0,
+            "signal_queue": self.backlog(),
+            "load": 0,
+            "pid": self.pid,
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "cwd": os.getcwd(),
+            "locks": [],
+            "sockets": [],
+            "paused": self.router.paused is not None,
+            "workers": [self._slot_stats(slot) for slot in self.workers if not slot.vacant],
+            "mules": [
+                {**self._slot_stats(mule), "farms": self._farms_of(mule)} for mule in self.mules
+            ],
+            "spooler": self._spooler_stats(),
+            "timers": [
+                {"signal": num, "period": period, "next_in": max(0.0, due - time.monotonic())}
+                for num, period, due in self.events.timers.listing()
+            ],
+            "crons": [{"signal": num, "spec": spec} for num, spec in self.events.cron.listing()],
+            "signal_counts": {
+                str(num): {"raised": self.raised_by_num[num], "held": held.get(num, 0)}
+                for num in range(MAX_SIGNAL + 1)
+                if self.raised_by_num[num] or held.get(num)
+            },
+            "signals_raised": self.raised,
+            "signals_held": len(self.router.held),
+            "signals_dropped": self.router.held.dropped,
+        }
+
+    def _slot_stats(self, slot: Slot) -> dict[str, Any]:
+        running = slot.progress.running
+        if self.router.paused is not None:
+            status = "pause"
+        else:
+            status = "idle" if running is None else f"sig{running}"
+        rss, vsz = memory_of(slot.pid) if slot.pid else (0, 0)
+        age = time.monotonic() - slot.started_at if slot.started_at else 0.0
+        return {
+            "id": slot.id,
+            "pid": slot.pid or 0,
+            "accepting": int(slot.ready),
+            "requests": 0,  # the runtime serves no requests: its server counts them
+            "delta_requests": 0,
+            "exceptions": 0,
+            "harakiri_count": 0,
+            "signals": slot.progress.received,
+            "signal_queue": slot.backlog(),
+            "status": status,
+            "rss": rss,
+            "vsz": vsz,
+            "running_time": int(age * 1_000_000),  # microseconds since its start
+            "last_spawn": int(time.time() - age) if slot.started_at else 0,
+            "respawn_count": slot.respawns + 1 if slot.started_at else 0,
+            "tx": 0,
+            "avg_rt": 0,
+            "apps": [],
+            "cores": [],
+            "attached": slot.attached,
+        }
+
+    def _farms_of(self, mule: Slot) -> list[str]:
+        return [farm.name for farm in self.config.farms if mule.id in farm.mules]
+
+    def _spooler_stats(self) -> dict[str, Any] | None:
+        if self.spooler is None:
+            return None
+        jobs = len(self.spool.pending()) if self.spool is not None else 0
+        return {**self._slot_stats(self.spooler), "jobs_queued": jobs}
 
     def _doing(self, slot: Slot) -> str:
         num = slot.progress.running

@@ -94,7 +94,7 @@ def describe_slots(slots: Sequence[Slot], running: Callable[[Slot], str]) -> lis
         attached = ", attached" if slot.attached else ""
         lines.append(
             f"{slot.describe()} (pid {slot.pid}{attached}): {running(slot)}; "
-            f"{slot.progress.started} signals taken, {slot.backlog()} queued, "
+            f"{slot.progress.received} signals taken, {slot.backlog()} queued, "
             f"respawned {slot.respawns} times, up {now - slot.started_at:.1f} s"
         )
     return lines

@@ -129,6 +129,10 @@ class RuntimeConfig:
     log_level: str = attrs.field(default="info", validator=_log_level)
     # uWSGI's master FIFOs: named pipes that take one-letter commands.
     master_fifo: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # Where the stats server listens (a unix socket path or a loopback host:port),
+    # and whether it answers over HTTP.
+    stats: str | None = None
+    stats_http: bool = False
     mules: int = attrs.field(default=0, validator=_at_least(0))
     farms: tuple[FarmSpec, ...] = attrs.field(default=(), converter=tuple)
     spooler: bool = False

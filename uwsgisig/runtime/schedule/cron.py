@@ -483,6 +483,10 @@ class CronTable:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def listing(self) -> list[tuple[int, str]]:
+        """``(signum, spec)`` of every entry, in the order they were added."""
+        return [(entry.signum, str(entry.spec)) for entry in self._entries]
+
     def add(self, signum: int, spec: CronSpec) -> None:
         """Add an entry raising ``signum``; it is first evaluated by the next `due` call."""
         if not isinstance(spec, CronSpec):

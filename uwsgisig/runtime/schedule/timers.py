@@ -146,6 +146,10 @@ class TimerHeap:
         """Arm ``timer``; its first tick is due at ``timer.start + timer.period``."""
         self._push(_Armed(timer, next(self._order)))
 
+    def listing(self) -> list[tuple[int, float, float]]:
+        """``(signum, period, next due time)`` of every armed timer, soonest first."""
+        return sorted((armed.timer.signum, armed.timer.period, due) for due, _, armed in self._heap)
+
     def next_due(self) -> float | None:
         """Return the monotonic time of the earliest due tick, or None if there is no timer."""
         return self._heap[0][0] if self._heap else None
