@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from . import compat
 from ._version import __version__
 from .errors import UwsgisigError
+from .ini import IniError, read_ini
 from .runtime import Runtime
 from .runtime.model.config import parse_farm
 
@@ -57,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'-- gunicorn -c python:uwsgisig.gunicorn -w 4 app:wsgi': its workers attach as the "
         "runtime's workers",
     )
-    run.add_argument("app", help="module name or path of a .py file, imported in the master")
+    run.add_argument(
+        "app",
+        nargs="?",
+        help="module name or path of a .py file, imported in the master (or --ini's "
+        "module / wsgi-file)",
+    )
     run.add_argument(
         "-w",
         "-p",
@@ -99,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--touch-reload", "reload the workers (as SIGHUP)"),
         ("--touch-workers-reload", "reload the workers"),
         ("--touch-mules-reload", "reload the mules"),
+        ("--touch-chain-reload", "chain-reload the workers"),
+        ("--touch-logreopen", "reopen the log file"),
+        ("--touch-logrotate", "rotate the log file"),
     ):
         run.add_argument(
             option,
@@ -107,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help=f"{what} when FILE is touched (repeatable)",
         )
+    for option, what in (("--timer", "a timer"), ("--rbtimer", "a red-black timer")):
+        run.add_argument(
+            option,
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("SIGNAL", "SECONDS"),
+            help=f"{what}: the master raises SIGNAL every SECONDS (uWSGI's {option}; "
+            "repeatable)",
+        )
+    run.add_argument(
+        "--ini",
+        metavar="FILE",
+        help="read the [uwsgi] section of a uWSGI ini file; options given here override it",
+    )
     run.add_argument("--chdir", metavar="DIR", help="change to DIR before importing APP")
     run.add_argument(
         "--pythonpath",
@@ -225,6 +249,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     own, command = split_command(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(own)
+    if args.command == "run" and args.ini:
+        try:
+            ini = read_ini(args.ini)
+        except IniError as exc:
+            print(f"uwsgisig: error: {exc}", file=sys.stderr)
+            return 2
+        if ini.ignored:
+            print(
+                f"uwsgisig: warning: {args.ini}: these uWSGI options mean nothing here and "
+                f"are ignored: {', '.join(ini.ignored)}",
+                file=sys.stderr,
+            )
+        at = own.index("run") + 1  # the file's options first: the command line's win
+        args = parser.parse_args([*own[:at], *ini.argv, *own[at:]])
+        if args.app is None:
+            args.app = ini.app
+        if command is None and ini.command:
+            command = ini.command
     for flag, signum in (("reload", signal.SIGHUP), ("stop", signal.SIGINT)):
         pidfile = getattr(args, flag) or (args.pidfile if args.command == flag else None)
         if pidfile:
@@ -268,10 +310,28 @@ def read_pidfile(pidfile: str) -> int:
     return pid
 
 
+def parse_timer(option: str, pair: Sequence[str]) -> tuple[int, float]:
+    """``SIGNAL SECONDS`` as numbers; ValueError naming the option and the values."""
+    signal_text, seconds_text = pair
+    try:
+        return int(signal_text), float(seconds_text)
+    except ValueError:
+        raise ValueError(
+            f"invalid {option} {signal_text} {seconds_text}: give SIGNAL (0-255) and SECONDS"
+        ) from None
+
+
 def run(args: argparse.Namespace, command: list[str] | None) -> int:
     """``uwsgisig run``: build the runtime from the options and run it here."""
     if command == []:
         print("uwsgisig: error: nothing after '--': give the COMMAND to run", file=sys.stderr)
+        return 2
+    if args.app is None:
+        print(
+            "uwsgisig: error: give APP (a module or a .py file), or --ini FILE whose [uwsgi] "
+            "section has module or wsgi-file",
+            file=sys.stderr,
+        )
         return 2
     command = command or []
     if command and shutil.which(command[0]) is None:
@@ -314,6 +374,11 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             touch_reload=args.touch_reload,
             touch_workers_reload=args.touch_workers_reload,
             touch_mules_reload=args.touch_mules_reload,
+            touch_chain_reload=args.touch_chain_reload,
+            touch_logreopen=args.touch_logreopen,
+            touch_logrotate=args.touch_logrotate,
+            timers=[parse_timer("--timer", pair) for pair in args.timer],
+            rb_timers=[parse_timer("--rbtimer", pair) for pair in args.rbtimer],
             log_level=args.log_level,
             master_fifo=args.master_fifo,
             stats=args.stats,

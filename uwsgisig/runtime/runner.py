@@ -28,6 +28,7 @@ from .model.config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
 from .model.process import CURRENT
 from .model.roles import Role
 from .model.table import TABLE
+from .schedule.events import rb_timer_event, timer_event
 
 __all__ = ["ProcessInfo", "Runtime", "RuntimeHandle", "serve"]
 
@@ -57,7 +58,10 @@ class Runtime:
     the runtime; ``$UWSGISIG_ATTACH`` tells its processes where to attach.
     ``pidfile`` holds the master's pid while it runs; touching a file of
     ``touch_reload`` or ``touch_workers_reload`` reloads the workers, one of
-    ``touch_mules_reload`` the mules. ``log_level`` is ``"debug"``,
+    ``touch_mules_reload`` the mules; ``touch_chain_reload``,
+    ``touch_logreopen`` and ``touch_logrotate`` do what their names say.
+    ``timers`` and ``rb_timers`` are uWSGI's ``--timer`` and ``--rbtimer``:
+    ``(signal, seconds)`` pairs the master raises. ``log_level`` is ``"debug"``,
     ``"info"``, ``"warning"`` or ``"error"``. ``master_fifo`` are named pipes
     that take uWSGI's one-letter master FIFO commands (see `master.fifo`).
     ``stats`` (a unix socket path or a loopback ``host:port``) serves the
@@ -89,6 +93,11 @@ class Runtime:
         touch_reload: Iterable[str | os.PathLike[str]] = (),
         touch_workers_reload: Iterable[str | os.PathLike[str]] = (),
         touch_mules_reload: Iterable[str | os.PathLike[str]] = (),
+        touch_chain_reload: Iterable[str | os.PathLike[str]] = (),
+        touch_logreopen: Iterable[str | os.PathLike[str]] = (),
+        touch_logrotate: Iterable[str | os.PathLike[str]] = (),
+        timers: Iterable[tuple[int, float]] = (),
+        rb_timers: Iterable[tuple[int, float]] = (),
         log_level: str = "info",
         master_fifo: Iterable[str | os.PathLike[str]] = (),
         stats: str | os.PathLike[str] | None = None,
@@ -121,6 +130,11 @@ class Runtime:
             touch_reload=tuple(os.fspath(path) for path in touch_reload),
             touch_workers_reload=tuple(os.fspath(path) for path in touch_workers_reload),
             touch_mules_reload=tuple(os.fspath(path) for path in touch_mules_reload),
+            touch_chain_reload=tuple(os.fspath(path) for path in touch_chain_reload),
+            touch_logreopen=tuple(os.fspath(path) for path in touch_logreopen),
+            touch_logrotate=tuple(os.fspath(path) for path in touch_logrotate),
+            timers=tuple(timers),
+            rb_timers=tuple(rb_timers),
             log_level=log_level,
             master_fifo=tuple(os.fspath(path) for path in master_fifo),
             stats=os.fspath(stats) if stats is not None else None,
@@ -197,6 +211,10 @@ def serve(
         import_app(app)
     config = with_declarations(config)
     check_programs(config)
+    for num, seconds in config.timers:
+        timer_event(num, seconds)  # raises ScheduleError naming a bad one, before anything
+    for num, seconds in config.rb_timers:
+        rb_timer_event(num, seconds)
     CURRENT.config = config
     master = Master(
         config,

@@ -38,7 +38,7 @@ from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
 from ..model.table import SignalTable
 from ..model.targets import Target, target_from_code
-from ..schedule.events import Event, EventSources, decode
+from ..schedule.events import Event, EventSources, decode, rb_timer_event, timer_event
 from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError
 from .command import Command
 from .door import Admission, AttachDoor
@@ -154,6 +154,9 @@ class Master:
                for path in config.touch_workers_reload]
             + [(path, "reloading the mules", self._reload_mules)
                for path in config.touch_mules_reload]
+            + [(path, "chain reload", self._chain_reload) for path in config.touch_chain_reload]
+            + [(path, "reopening the log", self._reopen_log) for path in config.touch_logreopen]
+            + [(path, "rotating the log", self._rotate_log) for path in config.touch_logrotate]
         )  # fmt: skip
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -275,6 +278,10 @@ class Master:
             self._poll.register(queue.sock, 0)
         for event in self.declared_events:
             self.add_event(event)
+        for num, seconds in self.config.timers:
+            self.add_event(timer_event(num, seconds))
+        for num, seconds in self.config.rb_timers:
+            self.add_event(rb_timer_event(num, seconds))
         if self.remote is not None:
             self.remote.start()
         if self.door is not None:

@@ -126,6 +126,12 @@ class RuntimeConfig:
     touch_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     touch_workers_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     touch_mules_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    touch_chain_reload: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    touch_logreopen: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    touch_logrotate: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # uWSGI's --timer and --rbtimer: (signal, seconds), raised by the master.
+    timers: tuple[tuple[int, float], ...] = attrs.field(default=(), converter=tuple)
+    rb_timers: tuple[tuple[int, float], ...] = attrs.field(default=(), converter=tuple)
     log_level: str = attrs.field(default="info", validator=_log_level)
     # uWSGI's master FIFOs: named pipes that take one-letter commands.
     master_fifo: tuple[str, ...] = attrs.field(default=(), converter=tuple)
