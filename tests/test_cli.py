@@ -152,14 +152,21 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_pat
          "--stop-timeout", "1", "--", sys.executable, "-c", stubborn],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
-    wait_for(started.exists, 20, "the command to start")
-    command_pids = {pid for pid in _children(proc.pid) if _cmdline(pid).split(" ")[1:2] == ["-c"]}
-    assert len(command_pids) == 1
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "did not stop: killing it" in err
-    assert_all_gone(command_pids)
+    everything = {proc.pid}
+    try:
+        wait_for(started.exists, 20, "the command to start")
+        everything |= _children(proc.pid)
+        command_pids = {pid for pid in everything if _cmdline(pid).split(" ")[1:2] == ["-c"]}
+        assert len(command_pids) == 1
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "did not stop: killing it" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert_all_gone(everything)
 
 
 def _children(pid: int) -> set[int]:

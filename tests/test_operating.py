@@ -356,3 +356,48 @@ def test_fifo_stops_the_runtime(start_app, tmp_path, letter):
     assert_all_gone(pids)
     assert not fifo.exists()  # the master removes the FIFOs it made
     assert app.handle.stop() == 0
+
+
+# -------------------------------------------------------------------- titles and the summary
+
+
+def test_every_process_is_named_for_ps_and_pgrep(start_app, tmp_path):
+    app = start_app("", workers=2, mules=1, spooler=True)
+    by_who = app.pids_by_who()
+    comm = {who: Path(f"/proc/{pid}/comm").read_text().strip() for who, pid in by_who.items()}
+    assert comm == {
+        "master": "uwsgisig master",
+        "worker1": "uwsgisig w1",
+        "worker2": "uwsgisig w2",
+        "mule1": "uwsgisig m1",
+        "spooler": "uwsgisig spooler"[:15],
+    }
+    args = Path(f"/proc/{by_who['worker2']}/cmdline").read_bytes().decode()
+    assert args.startswith("uwsgisig worker 2 [")  # the whole title (setproctitle)
+    assert "app0.py]" in args
+
+
+def test_the_start_logs_the_signal_table_timers_and_crons_in_words(start_app):
+    app = start_app(
+        """
+        from uwsgisig import scheduling
+
+        @Signal(9).register_handler(target="workers")
+        def refresh(num):
+            pass
+
+        @scheduling.register_timer(30, target="worker")
+        def tick(num):
+            pass
+
+        @scheduling.register_cron(minute=0, hour=3, target="worker")
+        def nightly(num):
+            pass
+        """
+    )
+    log = app.log.read_text()
+    assert "signal 9 -> workers: app0:refresh" in log
+    assert "signal 0 -> worker: app0:tick" in log
+    assert "timer: signal 0 every 30 s, next in 30.0 s" in log
+    assert "cron: signal 1 at '0 3 * * *', next " in log
+    assert " 03:00" in log

@@ -18,7 +18,7 @@ import attrs
 from ..errors import TargetError
 from .child import run_child
 from .handle import ProcessInfo, RuntimeHandle
-from .ipc.posix import die_with_parent
+from .ipc.posix import die_with_parent, set_title
 from .ipc.rings import Rings
 from .master import Master
 from .master.door import bind_door
@@ -199,6 +199,8 @@ def serve(
 ) -> int:
     """Be the master: listen, import the app, check it, fork, and loop."""
     configure_logging(config.log_file, config.log_level)
+    config = attrs.evolve(config, app=app)
+    set_title(f"uwsgisig master{f' [{app}]' if app else ''}", "uwsgisig master")
     if listening is None:
         listening = listen_for_remote_signals(config)
     if door is None:

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable, Iterable
 
 from ..ipc.link import MasterGone, MasterLink
-from ..ipc.posix import STOP_SIGNALS, die_with_parent
+from ..ipc.posix import STOP_SIGNALS, die_with_parent, set_title
 from ..ipc.spool import Spooler
 from ..model.app import DECLARED
 from ..model.process import CURRENT, ChildSpec
@@ -30,6 +30,7 @@ def run_child(spec: ChildSpec) -> int:
         spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress, ring=spec.ring
     )
     loop = SignalLoop(link, spec.queues, spec.table, spec.mailbox)
+    set_title(*titles_of(spec))
     CURRENT.role = spec.role
     CURRENT.id = spec.id
     CURRENT.masterpid = spec.masterpid
@@ -52,6 +53,15 @@ def run_child(spec: ChildSpec) -> int:
     except MasterGone:
         return 0
     return 0
+
+
+def titles_of(spec: ChildSpec) -> tuple[str, str]:
+    """``uwsgisig worker 2 [app.py]`` for ``ps``, and ``uwsgisig w2`` for the kernel."""
+    name = spec.role.name.lower()
+    ident = f" {spec.id}" if spec.id else ""
+    app = f" [{spec.config.app}]" if spec.config.app else ""
+    short = f"uwsgisig {name[0]}{spec.id}" if spec.id else f"uwsgisig {name}"
+    return f"uwsgisig {name}{ident}{app}", short
 
 
 def run_hooks(hooks: Iterable[Callable[[], object]], who: str) -> None:

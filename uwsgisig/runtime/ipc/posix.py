@@ -18,6 +18,7 @@ __all__ = [
     "die_with_parent",
     "kill",
     "kill_group",
+    "set_title",
 ]
 
 log = logging.getLogger("uwsgisig")
@@ -77,6 +78,30 @@ def blocked(signums: Iterable[int]) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def set_title(title: str, short: str) -> None:
+    """Name this process for ``ps``, ``top`` and ``pgrep``.
+
+    ``short`` (15 characters at most) becomes the kernel's name of the process
+    (``/proc/PID/comm``: what ``ps -e``, ``top`` and ``pgrep`` show). With the
+    ``setproctitle`` package installed (the ``titles`` extra), ``title``
+    replaces the whole command line too, as uWSGI's process names do.
+    """
+    try:
+        import setproctitle
+    except ImportError:
+        pass
+    else:
+        setproctitle.setproctitle(title)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_name = 15
+        libc.prctl(pr_set_name, short.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def die_with_parent(signum: int) -> None:

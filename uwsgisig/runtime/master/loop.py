@@ -22,6 +22,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -36,7 +37,7 @@ from ..ipc.spool import SpoolDir
 from ..model.config import ATTACH_ENV, RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
-from ..model.table import SignalTable
+from ..model.table import SignalTable, handler_name
 from ..model.targets import Target, target_from_code
 from ..schedule.events import Event, EventSources, decode, rb_timer_event, timer_event
 from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError
@@ -289,6 +290,7 @@ class Master:
         for num in CURRENT.early_signals:
             self.router.route(num)
         CURRENT.early_signals.clear()
+        self._log_schedule()
         self.supervisor.spawn_all()
         log.info(
             "uwsgisig master %d running %d workers, %d mules%s%s",
@@ -1028,6 +1030,23 @@ class Master:
             return None
         jobs = len(self.spool.pending()) if self.spool is not None else 0
         return {**self._slot_stats(self.spooler), "jobs_queued": jobs}
+
+    def _log_schedule(self) -> None:
+        """At start: the signal table, the timers and the crons, in words."""
+        for num, entry in sorted(self.table.entries().items()):
+            log.info("signal %d -> %s: %s", num, entry.target, handler_name(entry.handler))
+        now = time.monotonic()
+        for num, period, due in self.events.timers.listing():
+            log.info("timer: signal %d every %g s, next in %.1f s", num, period, due - now)
+        wall = datetime.now()
+        for num, spec in self.events.cron.specs():
+            upcoming = spec.next_match(wall)
+            log.info(
+                "cron: signal %d at '%s', next %s",
+                num,
+                spec,
+                upcoming.strftime("%Y-%m-%d %H:%M") if upcoming else "not within two days",
+            )
 
     def _doing(self, slot: Slot) -> str:
         num = slot.progress.running

@@ -135,6 +135,8 @@ class RuntimeConfig:
     log_level: str = attrs.field(default="info", validator=_log_level)
     # uWSGI's master FIFOs: named pipes that take one-letter commands.
     master_fifo: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # The app as it was given (module or path), for process titles and logs.
+    app: str | None = None
     # Where the stats server listens (a unix socket path or a loopback host:port),
     # and whether it answers over HTTP.
     stats: str | None = None

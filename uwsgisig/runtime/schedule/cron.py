@@ -426,6 +426,18 @@ class CronSpec:
             return day_ok or weekday_ok
         return day_ok and weekday_ok
 
+    def next_match(
+        self, after: datetime, *, within: timedelta = timedelta(days=2)
+    ) -> datetime | None:
+        """The first whole minute after ``after`` that matches, if one comes ``within``."""
+        when = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        end = after + within
+        while when <= end:
+            if self.matches(when):
+                return when
+            when += timedelta(minutes=1)
+        return None
+
     def __str__(self) -> str:
         """The crontab spelling; `CronSpec.parse` of it gives an equal spec."""
         fields = (
@@ -486,6 +498,10 @@ class CronTable:
     def listing(self) -> list[tuple[int, str]]:
         """``(signum, spec)`` of every entry, in the order they were added."""
         return [(entry.signum, str(entry.spec)) for entry in self._entries]
+
+    def specs(self) -> list[tuple[int, CronSpec]]:
+        """``(signum, spec)`` of every entry, the spec as it is."""
+        return [(entry.signum, entry.spec) for entry in self._entries]
 
     def add(self, signum: int, spec: CronSpec) -> None:
         """Add an entry raising ``signum``; it is first evaluated by the next `due` call."""
