@@ -136,9 +136,10 @@ def test_sigtstp_pauses_delivery_and_a_second_one_delivers_what_was_kept(start_a
 # -------------------------------------------------------------------- touch files
 
 
-def test_touching_a_reload_file_reloads_the_workers(start_app, tmp_path):
+@pytest.mark.parametrize("option", ["touch_reload", "touch_workers_reload"])
+def test_touching_a_reload_file_reloads_the_workers(start_app, tmp_path, option):
     touched = tmp_path / "reload-me"
-    app = start_app("", workers=2, mules=1, touch_reload=[touched])
+    app = start_app("", workers=2, mules=1, **{option: [touched]})
     before = worker_pids(app)
     touched.touch()  # it did not exist: appearing counts as a touch
     log_has(app, f"{touched} was touched: reloading the workers")
