@@ -122,7 +122,9 @@ def test_the_stats_have_uwsgis_shape_and_true_values(start_app, tmp_path):
     assert stats["spooler"]["pid"] == by_who["spooler"]
     assert stats["spooler"]["jobs_queued"] == 0
     assert [(t["signal"], t["period"]) for t in stats["timers"]] == [(0, 30.0)]
-    assert stats["crons"] == [{"signal": 1, "spec": "* * * * *"}]
+    [cron] = stats["crons"]
+    assert (cron["signal"], cron["spec"]) == (1, "* * * * *")
+    assert cron["next"] is not None  # the next whole minute, in local time
     assert stats["signal_counts"]["6"] == {"raised": 3, "held": 0}
     assert stats["signal_counts"]["77"] == {"raised": 1, "held": 1}
     os.kill(by_who["worker2"], signal.SIGKILL)

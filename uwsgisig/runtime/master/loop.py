@@ -39,6 +39,7 @@ from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
 from ..model.table import SignalTable, handler_name
 from ..model.targets import Target, target_from_code
+from ..schedule.cron import CronSpec
 from ..schedule.events import Event, EventSources, decode, rb_timer_event, timer_event
 from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError
 from .command import Command
@@ -980,7 +981,7 @@ class Master:
                 {"signal": num, "period": period, "next_in": max(0.0, due - time.monotonic())}
                 for num, period, due in self.events.timers.listing()
             ],
-            "crons": [{"signal": num, "spec": spec} for num, spec in self.events.cron.listing()],
+            "crons": [self._cron_stats(num, spec) for num, spec in self.events.cron.specs()],
             "signal_counts": {
                 str(num): {"raised": self.raised_by_num[num], "held": held.get(num, 0)}
                 for num in range(MAX_SIGNAL + 1)
@@ -1020,6 +1021,15 @@ class Master:
             "apps": [],
             "cores": [],
             "attached": slot.attached,
+        }
+
+    @staticmethod
+    def _cron_stats(num: int, spec: CronSpec) -> dict[str, Any]:
+        upcoming = spec.next_match(datetime.now())
+        return {
+            "signal": num,
+            "spec": str(spec),
+            "next": upcoming.isoformat(timespec="minutes") if upcoming else None,
         }
 
     def _farms_of(self, mule: Slot) -> list[str]:
