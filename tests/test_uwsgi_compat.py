@@ -198,8 +198,8 @@ def test_every_other_call_raises_not_implemented_naming_it(name):
         getattr(uwsgi, name)("k", 1)
     assert str(caught.value) == (
         f"uwsgi.{name}() is not implemented by uwsgisig's uwsgi-compatible module "
-        "(--uwsgi-compat): it offers the signal, timer, cron, file-monitor, mule, farm "
-        "and spooler calls"
+        "(--uwsgi-compat): it offers the signal, timer, cron, file-monitor, mule, farm, "
+        "spooler and lock calls"
     )
 
 

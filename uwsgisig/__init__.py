@@ -19,6 +19,7 @@ from ._version import __version__ as __version__
 from .attaching import attach, detach
 from .errors import (
     AttachRefusedError,
+    LockNumberError,
     MessageQueueFullError,
     MessageTooLargeError,
     MonitorPathError,
@@ -47,6 +48,7 @@ __all__ = [
     "AttachRefusedError",
     "REGISTERED_SIGNALS",
     "Farm",
+    "LockNumberError",
     "MessageQueueFullError",
     "MessageTooLargeError",
     "MonitorPathError",

@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--pidfile", help="write the master's pid here while it runs")
     run.add_argument(
+        "--locks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="user locks 1 to N beside lock 0, which is always there (default 0)",
+    )
+    run.add_argument(
         "--stats",
         metavar="ADDR",
         help="serve the runtime's state as JSON (uWSGI's shape, for uwsgitop) on ADDR: "
@@ -229,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--uwsgi-compat",
         action="store_true",
         help="let APP `import uwsgi` (and uWSGI's uwsgidecorators): its signal, timer, cron, "
-        "file-monitor, mule, farm and spooler calls run on this runtime; its other calls "
+        "file-monitor, mule, farm, spooler and lock calls run on this runtime; its other calls "
         "raise NotImplementedError",
     )
     return parser
@@ -383,6 +390,7 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             master_fifo=args.master_fifo,
             stats=args.stats,
             stats_http=args.stats_http,
+            locks=args.locks,
         )
         return runtime.run()
     except (UwsgisigError, ValueError, ImportError, OSError) as exc:

@@ -48,7 +48,7 @@ MODULE_NAME = "uwsgi"
 
 UWSGI_VERSION = (2, 0, 31)  # the release whose module this one follows
 
-OFFERED = "the signal, timer, cron, file-monitor, mule, farm and spooler calls"
+OFFERED = "the signal, timer, cron, file-monitor, mule, farm, spooler and lock calls"
 
 NOT_IMPLEMENTED = (
     # cache, queue, shared area, metrics, SNMP
@@ -69,7 +69,7 @@ NOT_IMPLEMENTED = (
     "snmp_decr_gauge", "snmp_set_community",
     # the server, its workers and its requests
     "reload", "stop", "workers", "total_requests", "request_id", "log", "log_this_request",
-    "set_logvar", "get_logvar", "alarm", "disconnect", "lock", "is_locked", "unlock", "cl",
+    "set_logvar", "get_logvar", "alarm", "disconnect", "cl",
     "accepting", "setprocname", "listen_queue", "route", "register_rpc", "rpc", "rpc_list",
     "call", "sendfile", "offload", "set_warning_message", "mem", "logsize", "i_am_the_lord",
     "lord_scroll", "scrolls", "ready", "set_user_harakiri", "chunked_read", "chunked_read_nb",
@@ -379,6 +379,9 @@ _IMPLEMENTED: dict[str, Callable[..., Any]] = {
     "in_farm": in_farm,
     "spool": spool,
     "send_to_spooler": send_to_spooler,
+    "lock": platform.lock,
+    "unlock": platform.unlock,
+    "is_locked": platform.is_locked,
 }
 
 IMPLEMENTED = tuple(_IMPLEMENTED)

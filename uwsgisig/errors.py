@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AppImportError",
     "AttachRefusedError",
+    "LockNumberError",
     "MessageQueueFullError",
     "MessageTooLargeError",
     "MonitorPathError",
@@ -61,6 +62,16 @@ class AppImportError(UwsgisigError):
 
 class AttachRefusedError(UwsgisigError):
     """The runtime refused this process as a worker; the message gives its reason."""
+
+
+class LockNumberError(UwsgisigError, ValueError):
+    """A lock number the runtime has no lock for (as uWSGI, a ValueError)."""
+
+    def __init__(self, num: object, count: int) -> None:
+        super().__init__(
+            f"invalid lock number {num!r}: this runtime has locks 0 to {count - 1} "
+            "(give more with --locks N)"
+        )
 
 
 class NotInRuntimeError(UwsgisigError, RuntimeError):

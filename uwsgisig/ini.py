@@ -48,6 +48,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "workers": ("--workers", "int"),
     "p": ("--workers", "int"),
     "mules": ("--mules", "int"),
+    "locks": ("--locks", "int"),
     "farm": ("--farm", "value"),
     "spooler": ("--spooler", "value"),
     "spooler-frequency": ("--spooler-frequency", "number"),

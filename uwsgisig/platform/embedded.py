@@ -18,6 +18,7 @@ from ..errors import (
 )
 from ..runtime.child import offload
 from ..runtime.child.attach import Attachment, attach_to
+from ..runtime.ipc.locks import SharedLocks
 from ..runtime.ipc.messages import MessageQueue, PostOffice, as_message
 from ..runtime.ipc.spool import SpoolDir
 from ..runtime.model import app
@@ -55,7 +56,10 @@ __all__ = [
     "add_postfork_hook",
     "attach_worker",
     "detach_worker",
+    "is_locked",
+    "lock",
     "run_coroutines_on",
+    "unlock",
     "call_offloaded",
     "declare_farm",
     "declare_mule",
@@ -511,3 +515,26 @@ def run_coroutines_on(loop: asyncio.AbstractEventLoop) -> None:
     """In an attached ASGI worker: run ``async def`` signal handlers on its event loop."""
     if CURRENT.loop is not None:
         CURRENT.loop.run_coroutines_on(loop)
+
+
+def _locks() -> SharedLocks:
+    if CURRENT.locks is None:
+        raise NotInRuntimeError(
+            "locks exist only in a worker, mule or spooler of a running runtime"
+        )
+    return CURRENT.locks
+
+
+def lock(num: int = 0) -> None:
+    """Block until user lock ``num`` is held by this thread of this process."""
+    _locks().acquire(num)
+
+
+def unlock(num: int = 0) -> None:
+    """Release user lock ``num`` (nothing if this process does not hold it, as in uWSGI)."""
+    _locks().release(num)
+
+
+def is_locked(num: int = 0) -> bool:
+    """Whether some process holds user lock ``num``."""
+    return _locks().is_locked(num)

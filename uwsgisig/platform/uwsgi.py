@@ -122,6 +122,21 @@ def run_coroutines_on(loop: asyncio.AbstractEventLoop) -> None:
     """Under uWSGI, handlers run as uWSGI runs them: nothing to do."""
 
 
+def lock(num: int = 0) -> None:
+    """uWSGI's user lock ``num``."""
+    uwsgi.lock(num)
+
+
+def unlock(num: int = 0) -> None:
+    """Release uWSGI's user lock ``num``."""
+    uwsgi.unlock(num)
+
+
+def is_locked(num: int = 0) -> bool:
+    """Whether uWSGI's user lock ``num`` is held."""
+    return bool(uwsgi.is_locked(num))
+
+
 def worker_id() -> int:
     """This worker's id (from 1), or 0 if this process is not a worker."""
     return int(uwsgi.worker_id())

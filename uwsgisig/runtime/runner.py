@@ -66,6 +66,7 @@ class Runtime:
     that take uWSGI's one-letter master FIFO commands (see `master.fifo`).
     ``stats`` (a unix socket path or a loopback ``host:port``) serves the
     runtime's state as JSON in uWSGI's shape, over HTTP with ``stats_http``.
+    ``locks`` adds user locks 1 to N beside lock 0 (uWSGI's ``--locks``).
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class Runtime:
         master_fifo: Iterable[str | os.PathLike[str]] = (),
         stats: str | os.PathLike[str] | None = None,
         stats_http: bool = False,
+        locks: int = 0,
     ) -> None:
         self.app = app
         self.config = RuntimeConfig(
@@ -139,6 +141,7 @@ class Runtime:
             master_fifo=tuple(os.fspath(path) for path in master_fifo),
             stats=os.fspath(stats) if stats is not None else None,
             stats_http=stats_http,
+            locks=locks,
         )
 
     def run(self) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import AttachRefusedError
 from ..ipc.link import MasterGone, MasterLink
+from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
 from ..ipc.progress import Progress
 from ..ipc.rings import Rings
@@ -149,7 +150,7 @@ def _read_answer(door: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) -> Attachment:
-    private, progress_fd, rings_fd, sleeping_fd, worker_queue_fd, *post_fds = fds
+    private, progress_fd, rings_fd, sleeping_fd, worker_queue_fd, locks_fd, *post_fds = fds
     config: RuntimeConfig = pickle.loads(base64.b64decode(answer["config"]))
     index = answer["index"]
     progress = Progress.attach(progress_fd)
@@ -176,4 +177,5 @@ def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) 
     CURRENT.config = config
     CURRENT.loop = loop
     CURRENT.post = post
+    CURRENT.locks = SharedLocks(answer["locks"], fd=locks_fd)
     return Attachment(door, link, loop, answer["id"])

@@ -38,6 +38,7 @@ def run_child(spec: ChildSpec) -> int:
     CURRENT.loop = loop
     CURRENT.farms = spec.farms
     CURRENT.post = spec.post
+    CURRENT.locks = spec.locks
     os.register_at_fork(after_in_child=_leave_runtime)
     signal.signal(signal.SIGHUP, lambda signum, frame: loop.request_stop())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -29,6 +29,7 @@ import attrs
 
 from ..._version import __version__
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
+from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
 from ..ipc.posix import STOP_SIGNALS
 from ..ipc.progress import Progress
@@ -122,6 +123,7 @@ class Master:
         self.mule_queue = SharedQueue("mules")
         self.farm_queues = [SharedQueue(f"farm {farm.name}") for farm in config.farms]
         self.queues = [self.worker_queue, self.mule_queue, *self.farm_queues]
+        self.locks = SharedLocks(config.locks + 1)
         self.post = PostOffice(config.mule_count, {farm.name: farm.mules for farm in config.farms})
         self.spool = SpoolDir(config.spool_dir) if config.spool_dir is not None else None
         self.controller = (
@@ -639,6 +641,7 @@ class Master:
         mailbox = self.post.mailbox(slot.id) if mule else None
         keep = {
             slot.child_end.fileno(),
+            self.locks.fd,
             *(queue.read_end.fileno() for queue in queues),
             *self.post.write_fds(),
             *(queue.fileno() for queue in (mailbox.queues() if mailbox else ())),
@@ -659,6 +662,7 @@ class Master:
                 hooks=tuple(self.hooks),
                 config=self.config,
                 post=self.post,
+                locks=self.locks,
                 mailbox=mailbox,
                 farms=tuple(f.name for f in self.config.farms if slot.id in f.mules)
                 if mule
@@ -772,6 +776,7 @@ class Master:
             "config": base64.b64encode(pickle.dumps(self._config_for_workers())).decode(),
             "mules": self.config.mule_count,
             "farms": {farm.name: list(farm.mules) for farm in self.config.farms},
+            "locks": self.locks.count,
         }
         fds = [
             slot.child_end.fileno(),
@@ -779,6 +784,7 @@ class Master:
             self.rings.memory.fd,
             self.rings.sleeping_memory.fd,
             self.worker_queue.read_end.fileno(),
+            self.locks.fd,
             *(queue.write_end.fileno() for queue in self.post.all_queues()),
         ]
         return Admission(answer, fds, f"worker {slot.id}"), slot

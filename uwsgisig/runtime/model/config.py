@@ -133,6 +133,8 @@ class RuntimeConfig:
     timers: tuple[tuple[int, float], ...] = attrs.field(default=(), converter=tuple)
     rb_timers: tuple[tuple[int, float], ...] = attrs.field(default=(), converter=tuple)
     log_level: str = attrs.field(default="info", validator=_log_level)
+    # uWSGI's --locks: user locks 1..locks, beside lock 0, which is always there.
+    locks: int = attrs.field(default=0, validator=_at_least(0))
     # uWSGI's master FIFOs: named pipes that take one-letter commands.
     master_fifo: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # The app as it was given (module or path), for process titles and logs.

@@ -15,6 +15,7 @@ from .table import SignalTable
 
 if TYPE_CHECKING:  # the model is imported by every layer above it, never the reverse
     from ..child import SignalLoop
+    from ..ipc.locks import SharedLocks
     from ..ipc.messages import Mailbox, PostOffice
     from ..ipc.progress import ProgressCell
     from ..ipc.rings import Ring
@@ -36,6 +37,7 @@ class ProcessState:
     last_received: int | None = None
     farms: tuple[str, ...] = ()  # names of the farms this mule belongs to
     post: PostOffice | None = None  # in a child: the runtime's mule message queues
+    locks: SharedLocks | None = None  # in a child: the runtime's user locks
 
     def reset(self) -> None:
         """Forget everything: this process is in no runtime (a test, a forked copy)."""
@@ -59,6 +61,7 @@ class ChildSpec:
     hooks: tuple[Callable[[], object], ...]
     config: RuntimeConfig
     post: PostOffice
+    locks: SharedLocks
     mailbox: Mailbox | None = None
     farms: tuple[str, ...] = ()
     program: MuleProgram | None = None
