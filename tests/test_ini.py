@@ -137,7 +137,7 @@ def test_unsupported_options_are_listed_once_in_a_warning(tmp_path):
         "    os.kill(uwsgisig.masterpid(), signal.SIGINT)\n"
     )
     (tmp_path / "app.ini").write_text(
-        "[uwsgi]\nwsgi-file = app.py\nharakiri = 30\nharakiri = 60\nsocket = :3031\n"
+        "[uwsgi]\nwsgi-file = app.py\nbuffer-size = 30\nbuffer-size = 60\nsocket = :3031\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "uwsgisig", "run", "--ini", "app.ini"],
@@ -147,7 +147,7 @@ def test_unsupported_options_are_listed_once_in_a_warning(tmp_path):
     warning = [line for line in result.stderr.splitlines() if "warning" in line]
     assert warning == [
         "uwsgisig: warning: app.ini: these uWSGI options mean nothing here and are ignored: "
-        "harakiri, socket"
+        "buffer-size, socket"
     ]
 
 

@@ -199,7 +199,7 @@ def test_every_other_call_raises_not_implemented_naming_it(name):
     assert str(caught.value) == (
         f"uwsgi.{name}() is not implemented by uwsgisig's uwsgi-compatible module "
         "(--uwsgi-compat): it offers the signal, timer, cron, file-monitor, mule, farm, "
-        "spooler and lock calls"
+        "spooler, lock and control calls"
     )
 
 

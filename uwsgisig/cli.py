@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--pidfile", help="write the master's pid here while it runs")
     run.add_argument(
+        "--harakiri",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="kill (and replace) a process whose signal handler runs this long (default 0: "
+        "no limit)",
+    )
+    run.add_argument(
         "--locks",
         type=int,
         default=0,
@@ -236,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--uwsgi-compat",
         action="store_true",
         help="let APP `import uwsgi` (and uWSGI's uwsgidecorators): its signal, timer, cron, "
-        "file-monitor, mule, farm, spooler and lock calls run on this runtime; its other calls "
-        "raise NotImplementedError",
+        "file-monitor, mule, farm, spooler, lock and control calls run on this runtime; "
+        "its other calls raise NotImplementedError",
     )
     return parser
 
@@ -391,6 +399,7 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             stats=args.stats,
             stats_http=args.stats_http,
             locks=args.locks,
+            harakiri=args.harakiri,
         )
         return runtime.run()
     except (UwsgisigError, ValueError, ImportError, OSError) as exc:

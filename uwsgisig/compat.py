@@ -48,7 +48,9 @@ MODULE_NAME = "uwsgi"
 
 UWSGI_VERSION = (2, 0, 31)  # the release whose module this one follows
 
-OFFERED = "the signal, timer, cron, file-monitor, mule, farm, spooler and lock calls"
+OFFERED = (
+    "the signal, timer, cron, file-monitor, mule, farm, spooler, lock and control calls"
+)
 
 NOT_IMPLEMENTED = (
     # cache, queue, shared area, metrics, SNMP
@@ -68,11 +70,11 @@ NOT_IMPLEMENTED = (
     "snmp_incr_counter64", "snmp_incr_gauge", "snmp_decr_counter32", "snmp_decr_counter64",
     "snmp_decr_gauge", "snmp_set_community",
     # the server, its workers and its requests
-    "reload", "stop", "workers", "total_requests", "request_id", "log", "log_this_request",
+    "request_id", "log", "log_this_request",
     "set_logvar", "get_logvar", "alarm", "disconnect", "cl",
     "accepting", "setprocname", "listen_queue", "route", "register_rpc", "rpc", "rpc_list",
     "call", "sendfile", "offload", "set_warning_message", "mem", "logsize", "i_am_the_lord",
-    "lord_scroll", "scrolls", "ready", "set_user_harakiri", "chunked_read", "chunked_read_nb",
+    "lord_scroll", "scrolls", "ready", "chunked_read", "chunked_read_nb",
     "ready_fd", "add_var", "micros", "get_option", "set_option", "getoption", "setoption",
     "sorry_i_need_to_block", "grunt", "has_hook", "parsefile", "embedded_data", "extract",
     "fcgi", "add_probe",
@@ -379,6 +381,11 @@ _IMPLEMENTED: dict[str, Callable[..., Any]] = {
     "in_farm": in_farm,
     "spool": spool,
     "send_to_spooler": send_to_spooler,
+    "reload": platform.reload,
+    "stop": platform.stop,
+    "workers": lambda: tuple(platform.workers()),
+    "total_requests": platform.total_requests,
+    "set_user_harakiri": platform.set_user_harakiri,
     "lock": platform.lock,
     "unlock": platform.unlock,
     "is_locked": platform.is_locked,

@@ -49,6 +49,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "p": ("--workers", "int"),
     "mules": ("--mules", "int"),
     "locks": ("--locks", "int"),
+    "harakiri": ("--harakiri", "number"),
     "farm": ("--farm", "value"),
     "spooler": ("--spooler", "value"),
     "spooler-frequency": ("--spooler-frequency", "number"),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
+import signal as _signal
 from collections.abc import Callable
 from typing import Any
 
@@ -58,8 +60,13 @@ __all__ = [
     "detach_worker",
     "is_locked",
     "lock",
+    "reload",
     "run_coroutines_on",
+    "set_user_harakiri",
+    "stop",
+    "total_requests",
     "unlock",
+    "workers",
     "call_offloaded",
     "declare_farm",
     "declare_mule",
@@ -538,3 +545,42 @@ def unlock(num: int = 0) -> None:
 def is_locked(num: int = 0) -> bool:
     """Whether some process holds user lock ``num``."""
     return _locks().is_locked(num)
+
+
+def _master() -> int:
+    if CURRENT.role is None or not CURRENT.masterpid:
+        raise NotInRuntimeError("this process is not part of a running runtime")
+    return CURRENT.masterpid
+
+
+def reload() -> None:
+    """Reload the runtime's workers gracefully, as SIGHUP to the master does."""
+    os.kill(_master(), _signal.SIGHUP)
+
+
+def stop() -> None:
+    """Stop the runtime at once, as SIGINT to the master does."""
+    os.kill(_master(), _signal.SIGINT)
+
+
+def workers() -> list[dict[str, Any]]:
+    """Every worker's figures, as the stats server has them (uWSGI's ``workers()``)."""
+    if CURRENT.loop is None:
+        raise NotInRuntimeError("workers() works only in a worker, mule or spooler")
+    return json.loads(CURRENT.loop.link.workers())
+
+
+def total_requests() -> int:
+    """Requests served: the runtime serves none (a web server beside it counts its own)."""
+    return 0
+
+
+def set_user_harakiri(seconds: float) -> None:
+    """Be killed (and replaced) unless this is called again with 0 within ``seconds``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+        math.isfinite(seconds) and seconds >= 0
+    ):
+        raise ValueError(f"invalid harakiri {seconds!r}: a finite number of seconds >= 0")
+    if CURRENT.loop is None:
+        raise NotInRuntimeError("set_user_harakiri() works only in a worker, mule or spooler")
+    CURRENT.loop.set_user_harakiri(seconds)

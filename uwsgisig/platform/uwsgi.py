@@ -137,6 +137,31 @@ def is_locked(num: int = 0) -> bool:
     return bool(uwsgi.is_locked(num))
 
 
+def reload() -> None:
+    """uWSGI's graceful reload."""
+    uwsgi.reload()
+
+
+def stop() -> None:
+    """uWSGI's stop."""
+    uwsgi.stop()
+
+
+def workers() -> list[dict[str, Any]]:
+    """uWSGI's figures of every worker."""
+    return list(uwsgi.workers())
+
+
+def total_requests() -> int:
+    """Requests uWSGI served."""
+    return int(uwsgi.total_requests())
+
+
+def set_user_harakiri(seconds: float) -> None:
+    """uWSGI's user harakiri."""
+    uwsgi.set_user_harakiri(math.ceil(seconds))
+
+
 def worker_id() -> int:
     """This worker's id (from 1), or 0 if this process is not a worker."""
     return int(uwsgi.worker_id())

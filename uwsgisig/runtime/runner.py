@@ -67,6 +67,8 @@ class Runtime:
     ``stats`` (a unix socket path or a loopback ``host:port``) serves the
     runtime's state as JSON in uWSGI's shape, over HTTP with ``stats_http``.
     ``locks`` adds user locks 1 to N beside lock 0 (uWSGI's ``--locks``).
+    ``harakiri`` kills (and replaces) a worker, mule or spooler whose signal
+    handler runs that many seconds (0: no limit).
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class Runtime:
         stats: str | os.PathLike[str] | None = None,
         stats_http: bool = False,
         locks: int = 0,
+        harakiri: float = 0.0,
     ) -> None:
         self.app = app
         self.config = RuntimeConfig(
@@ -142,6 +145,7 @@ class Runtime:
             stats=os.fspath(stats) if stats is not None else None,
             stats_http=stats_http,
             locks=locks,
+            harakiri=harakiri,
         )
 
     def run(self) -> int:

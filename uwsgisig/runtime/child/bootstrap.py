@@ -30,6 +30,7 @@ def run_child(spec: ChildSpec) -> int:
         spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress, ring=spec.ring
     )
     loop = SignalLoop(link, spec.queues, spec.table, spec.mailbox)
+    loop.harakiri_ns = int(spec.config.harakiri * 1e9)
     set_title(*titles_of(spec))
     CURRENT.role = spec.role
     CURRENT.id = spec.id

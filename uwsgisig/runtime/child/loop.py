@@ -132,6 +132,9 @@ class SignalLoop:
         self.forked_copy = False  # set in a process a handler forked (see bootstrap)
         self._running = link.progress.running_word  # where it says which handler runs
         self._received = link.progress.received_word  # signals taken, for the stats
+        self._deadlines = link.progress.deadlines  # harakiri: the handler's, the app's
+        # --harakiri: nanoseconds a handler may run before the master kills this process.
+        self.harakiri_ns = 0
         self._hot: socket.socket | MessageQueue | None = None
         self._hot_fd = -1
         self._streak = 0
@@ -392,6 +395,10 @@ class SignalLoop:
         log.error("unexpected frame %d from the master in %s", op, describe_self())
         return None
 
+    def set_user_harakiri(self, seconds: float) -> None:
+        """uWSGI's ``set_user_harakiri``: be killed unless cleared (0) within ``seconds``."""
+        self._deadlines[1] = time.monotonic_ns() + int(seconds * 1e9) if seconds else 0
+
     def run_coroutines_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run ``async def`` handlers on ``loop`` (an ASGI worker's), waiting for each."""
 
@@ -414,6 +421,8 @@ class SignalLoop:
             return
         running = self._running
         running[0] = num + 1
+        if self.harakiri_ns:
+            self._deadlines[0] = time.monotonic_ns() + self.harakiri_ns
         try:
             result = entry.handler(num)
             if result is not None and inspect.iscoroutine(result):
@@ -426,6 +435,8 @@ class SignalLoop:
             if self.forked_copy:
                 self._forked_copy_returned(num)
             running[0] = 0
+            if self.harakiri_ns:
+                self._deadlines[0] = 0
         if self.stopping:
             raise SystemExit(0)
 

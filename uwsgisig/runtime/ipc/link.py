@@ -179,6 +179,14 @@ class MasterLink:
         """Tell the master a job was written to the spool directory."""
         self.send(Op.SPOOLED)
 
+    def workers(self) -> bytes:
+        """The workers' figures as the master sends them: JSON, as its stats server has them."""
+        answer = self.request(Op.WORKERS, until=Op.END)
+        payload = b"".join(
+            frame.value.to_bytes(4, "little") for frame in answer if frame.op == Op.PAYLOAD
+        )
+        return payload[: answer[-1].value]
+
     def status(self) -> list[Frame]:
         """The PROC frames describing every process of the runtime, the master first."""
         return [frame for frame in self.request(Op.STATUS, until=Op.END) if frame.op == Op.PROC]

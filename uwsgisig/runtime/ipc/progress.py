@@ -18,7 +18,7 @@ from .shared import SharedMemory
 
 __all__ = ["Progress", "ProgressCell"]
 
-_CELL_WORDS = 3  # started, running, received
+_CELL_WORDS = 5  # started, running, received, handler deadline, user deadline
 _WORD = 8
 
 
@@ -46,6 +46,13 @@ class ProgressCell:
     def received(self) -> int:
         """How many signals this slot's children have taken, from any queue (for stats)."""
         return self._words[self._base + 2]
+
+    @property
+    def deadlines(self) -> memoryview:
+        """Two words of ``time.monotonic_ns()`` deadlines, 0 for none: the running
+        handler's (``--harakiri``) and the one the app set (``set_user_harakiri``).
+        The master kills a child that outlives either (see ``master/loop.py``)."""
+        return self._words[self._base + 3 : self._base + 5]
 
     @property
     def received_word(self) -> memoryview:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ from ..._version import __version__
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
 from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
-from ..ipc.posix import STOP_SIGNALS
+from ..ipc.posix import STOP_SIGNALS, kill_group
 from ..ipc.progress import Progress
 from ..ipc.rings import WEAK_ORDER_NAP, Rings
 from ..ipc.spool import SpoolDir
@@ -42,7 +43,7 @@ from ..model.table import SignalTable, handler_name
 from ..model.targets import Target, target_from_code
 from ..schedule.cron import CronSpec
 from ..schedule.events import Event, EventSources, decode, rb_timer_event, timer_event
-from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError
+from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError, pack_payload
 from .command import Command
 from .door import Admission, AttachDoor
 from .fifo import MasterFifo
@@ -59,6 +60,8 @@ __all__ = ["Master"]
 log = logging.getLogger("uwsgisig")
 
 READ_SIZE = 262144
+# Seconds between the master's looks at the children's harakiri deadlines.
+HARAKIRI_INTERVAL = 1.0
 # Seconds between looks at the backlog while flow control holds credit back.
 CONGESTED_RECHECK = 0.005
 # Nanoseconds the master keeps looking at the rings after a pass that read
@@ -248,6 +251,7 @@ class Master:
             Op.ADD_EVENT: self._on_add_event,
             Op.SPOOLED: self._on_spooled,
             Op.BELL: self._on_bell,
+            Op.WORKERS: self._on_workers,
         }
 
     # ---------------------------------------------------------------- life
@@ -271,6 +275,7 @@ class Master:
             self.pidfile.write(self.pid)
         if self.touch_files:
             self.supervisor.call_later(TOUCH_INTERVAL, self._look_at_touch_files)
+        self.supervisor.call_later(HARAKIRI_INTERVAL, self._harakiri)
         if self.fifo is not None:
             self.fifo.start()
         if self.stats_server is not None:
@@ -512,6 +517,13 @@ class Master:
         peer.put(Op.END)
         self._dirty.add(peer)
 
+    def _on_workers(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        """uwsgi.workers(): the stats server's figures for every worker, as JSON."""
+        data = json.dumps(self.stats()["workers"]).encode()
+        peer.outbox += pack_payload(data)
+        peer.put(Op.END, value=len(data))
+        self._dirty.add(peer)
+
     def _on_payload(self, peer: Peer, num: int, arg: int, value: int) -> None:
         peer.payload += value.to_bytes(4, "little")
 
@@ -712,6 +724,7 @@ class Master:
             self._act_on(slot, slot.ring.take())
         self.router.stop_waiting(slot)
         self.flow.reset(slot)
+        slot.progress.deadlines[0] = slot.progress.deadlines[1] = 0  # the next one starts clean
         self._route_all(slot.recover())
         self._dirty.add(slot)
 
@@ -1067,6 +1080,30 @@ class Master:
     def _doing(self, slot: Slot) -> str:
         num = slot.progress.running
         return "idle" if num is None else self.describe_work(slot)
+
+    def _harakiri(self) -> None:
+        """Kill every child that outlived its handler's or its own harakiri (uWSGI's)."""
+        now = time.monotonic_ns()
+        for slot in self.slots:
+            if slot.pid is None or slot.attached:
+                continue  # an attached worker's life is its server's
+            handler_deadline, user_deadline = slot.progress.deadlines
+            if handler_deadline and now > handler_deadline:
+                why = f"--harakiri {self.config.harakiri:g} s"
+            elif user_deadline and now > user_deadline:
+                why = "the harakiri it set itself"
+            else:
+                continue
+            log.error(
+                "HARAKIRI: %s (pid %d) was %s past %s: killing it",
+                slot.describe(),
+                slot.pid,
+                self.describe_work(slot),
+                why,
+            )
+            slot.progress.deadlines[0] = slot.progress.deadlines[1] = 0
+            kill_group(slot.pid, signal.SIGKILL)
+        self.supervisor.call_later(HARAKIRI_INTERVAL, self._harakiri)
 
     def _look_at_touch_files(self) -> None:
         self.touch_files.look()

@@ -105,6 +105,19 @@ def _log_level(instance: object, attribute: attrs.Attribute, value: str) -> None
         raise ValueError(f"invalid log_level {value!r}: use one of {', '.join(LOG_LEVELS)}")
 
 
+def _seconds_or_zero(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"invalid {attribute.name} {value!r}: must be a finite number of seconds >= 0 "
+            "(0: no limit)"
+        )
+
+
 @attrs.frozen
 class RuntimeConfig:
     """Settings of one runtime. Mules and farms declared by the app are merged in."""
@@ -133,6 +146,9 @@ class RuntimeConfig:
     timers: tuple[tuple[int, float], ...] = attrs.field(default=(), converter=tuple)
     rb_timers: tuple[tuple[int, float], ...] = attrs.field(default=(), converter=tuple)
     log_level: str = attrs.field(default="info", validator=_log_level)
+    # uWSGI's --harakiri for signal handlers: seconds one may run before its
+    # process is killed (and replaced); 0 for no limit.
+    harakiri: float = attrs.field(default=0.0, validator=_seconds_or_zero)
     # uWSGI's --locks: user locks 1..locks, beside lock 0, which is always there.
     locks: int = attrs.field(default=0, validator=_at_least(0))
     # uWSGI's master FIFOs: named pipes that take one-letter commands.

@@ -62,13 +62,14 @@ class Op(enum.IntEnum):
     ADD_EVENT = 9  # value: payload length; the payload encodes a timer, cron or file monitor
     SPOOLED = 10  # a job was written to the spool directory: wake the spooler
     BELL = 11  # on the socket: frames wait in this child's ring (the master was asleep)
+    WORKERS = 12  # the workers' figures? (answered by PAYLOAD frames of JSON and one END)
     # master -> child
     RUN = 16  # num: run your handler for num
     DELIVER = 17  # num: your wait() is answered with num
     CREDIT = 18  # value: this many more RAISE frames may be sent
     REGISTERED = 19  # arg: 0 accepted, else a RegisterError code
     PROC = 20  # arg: role, num: id, value: pid
-    END = 21  # end of a STATUS answer
+    END = 21  # end of a STATUS answer; of a WORKERS answer, value: the payload's length
     RELOAD = 22  # finish what you are doing, then exit (graceful reload)
     EVENT_ADDED = 23  # arg: 0 armed, 1 refused (the master logs why)
     SPOOL = 24  # to the spooler: new jobs wait in the directory
