@@ -11,7 +11,7 @@ fill the queue that real senders need.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 
 from ..wire.frames import ANY_SIGNAL
 
@@ -48,6 +48,10 @@ class HeldSignals:
                     self.dropped,
                 )
         self._nums.append(num)
+
+    def counts(self) -> dict[int, int]:
+        """How many of each number are held."""
+        return dict(Counter(self._nums))
 
     def take(self, want: int) -> int | None:
         """Remove and return the oldest held signal ``want`` (any if ANY_SIGNAL), or None."""

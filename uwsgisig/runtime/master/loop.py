@@ -10,25 +10,18 @@ raise more is flow control's, and the children's lives are the supervisor's.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import logging
 import math
 import os
-import pickle
 import select
 import signal
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
-import attrs
-
-from ..._version import __version__
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
 from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
@@ -39,20 +32,28 @@ from ..ipc.spool import SpoolDir
 from ..model.config import ATTACH_ENV, RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
-from ..model.table import SignalTable, handler_name
+from ..model.table import SignalTable
 from ..model.targets import Target, target_from_code
-from ..schedule.cron import CronSpec
 from ..schedule.events import Event, EventSources, decode, rb_timer_event, timer_event
 from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError, pack_payload
+from .admission import admit
 from .command import Command
 from .door import Admission, AttachDoor
 from .fifo import MasterFifo
 from .flow import Flow
 from .listener import RemoteListener
-from .operations import TOUCH_INTERVAL, Pidfile, TouchFiles, describe_slots
+from .operations import (
+    TOUCH_INTERVAL,
+    Pidfile,
+    TouchFiles,
+    describe_slots,
+    log_schedule,
+    reopen_log,
+    rotate_log,
+)
 from .peers import Peer, SharedQueue, Slot
 from .router import Router
-from .stats import StatsServer, bind_stats, memory_of
+from .stats import StatsServer, bind_stats, snapshot, workers_stats
 from .supervisor import Supervisor
 
 __all__ = ["Master"]
@@ -519,7 +520,7 @@ class Master:
 
     def _on_workers(self, peer: Peer, num: int, arg: int, value: int) -> None:
         """uwsgi.workers(): the stats server's figures for every worker, as JSON."""
-        data = json.dumps(self.stats()["workers"]).encode()
+        data = json.dumps(workers_stats(self)).encode()
         peer.outbox += pack_payload(data)
         peer.put(Op.END, value=len(data))
         self._dirty.add(peer)
@@ -733,78 +734,11 @@ class Master:
     def _admit(
         self, pid: int, hello: dict[str, Any], patient: bool
     ) -> tuple[Admission, Slot] | str | None:
-        """A process asks to attach as a worker: check its table, give it a worker slot.
+        return admit(self, pid, hello, patient)
 
-        Its server's workers take ids from the first attach slot on; when the
-        hello says how many workers the server runs and every one of their
-        ids is held, a ``patient`` answer is None: wait for one to be freed.
-        """
-        table = hello.get("table")
-        if not isinstance(table, dict):
-            return "the hello has no signal table"
-        size = hello.get("workers")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            return f"invalid workers {size!r} in the hello: the server's worker count, an int >= 1"
-        differences = self.table.differences(table)
-        if differences:
-            return (
-                "its signal table differs from the runtime's, so the two did not import "
-                "the same app (or the app registers signals differently in each process): "
-                + "; ".join(differences)
-            )
-        slot = next((slot for slot in self.workers if slot.vacant), None)
-        if size is not None and (slot is None or slot.id > self.config.workers + size):
-            if patient:
-                log.info(
-                    "pid %d waits for one of its server's worker ids %d-%d to be freed",
-                    pid,
-                    self.config.workers + 1,
-                    self.config.workers + size,
-                )
-                return None  # its server's ids are all held: one is about to be freed
-            log.warning(
-                "pid %d: worker ids %d-%d of its server are all held; it gets another",
-                pid,
-                self.config.workers + 1,
-                self.config.workers + size,
-            )
-        if slot is None:
-            attachable = [s.id for s in self.workers if s.attached]
-            return (
-                f"every attach slot is taken (workers {attachable[0]}-{attachable[-1]}): "
-                "give the runtime more with --attach"
-            )
-        if slot.started_at:
-            slot.respawns += 1  # a new holder of this id
-        slot.pid = pid
-        slot.ready = False
-        slot.started_at = time.monotonic()
-        self.router.workers_changed()
-        self._dirty.add(slot)  # what waited for the slot's next holder
-        index = self.slots.index(slot)
-        answer = {
-            "id": slot.id,
-            "index": index,
-            "masterpid": self.pid,
-            "config": base64.b64encode(pickle.dumps(self._config_for_workers())).decode(),
-            "mules": self.config.mule_count,
-            "farms": {farm.name: list(farm.mules) for farm in self.config.farms},
-            "locks": self.locks.count,
-        }
-        fds = [
-            slot.child_end.fileno(),
-            self.progress.memory.fd,
-            self.rings.memory.fd,
-            self.rings.sleeping_memory.fd,
-            self.worker_queue.read_end.fileno(),
-            self.locks.fd,
-            *(queue.write_end.fileno() for queue in self.post.all_queues()),
-        ]
-        return Admission(answer, fds, f"worker {slot.id}"), slot
-
-    def _config_for_workers(self) -> RuntimeConfig:
-        # Mule loops may be lambdas: a worker does not need them, and they do not pickle.
-        return attrs.evolve(self.config, programs=())
+    def touch(self, owner: Peer | SharedQueue) -> None:
+        """Mark ``owner``'s outbox to be written at the end of this pass."""
+        self._dirty.add(owner)
 
     def _detach(self, slot: Slot) -> None:
         """The process attached to ``slot`` is gone: what it had not started waits for the next."""
@@ -904,33 +838,11 @@ class Master:
     def _chain_reload(self) -> None:
         self.supervisor.chain_reload(self._forked_workers())
 
-    def _log_handlers(self) -> list[logging.FileHandler]:
-        path = self.config.log_file
-        return [
-            handler
-            for handler in log.handlers
-            if isinstance(handler, logging.FileHandler)
-            and path is not None
-            and os.path.abspath(path) == handler.baseFilename
-        ]
-
     def _reopen_log(self) -> None:
-        """Open the log file again (after logrotate moved it)."""
-        for handler in self._log_handlers():
-            old = handler.setStream(handler._open())
-            if old is not None:
-                old.close()
-        log.info("log file reopened")
+        reopen_log(self.config.log_file)
 
     def _rotate_log(self) -> None:
-        """Rename the log file with the time, then open a new one."""
-        if self.config.log_file is None or not self._log_handlers():
-            log.warning("master FIFO 'L': there is no log file to rotate (give --log-file)")
-            return
-        rotated = f"{self.config.log_file}.{time.strftime('%Y%m%d-%H%M%S')}"
-        os.rename(self.config.log_file, rotated)
-        self._reopen_log()
-        log.info("log file rotated: the old one is %s", rotated)
+        rotate_log(self.config.log_file)
 
     def _rewrite_pidfile(self) -> None:
         if self.pidfile is not None:
@@ -976,106 +888,10 @@ class Master:
 
     def stats(self) -> dict[str, Any]:
         """The state of the runtime, in the shape of uWSGI's stats server (see `master.stats`)."""
-        held = Counter(self.router.held._nums)
-        return {
-            "version": __version__,
-            "server": "uwsgisig",
-            "listen_queue": 0,
-            "listen_queue_errors": 0,
-            "signal_queue": self.backlog(),
-            "load": 0,
-            "pid": self.pid,
-            "uid": os.getuid(),
-            "gid": os.getgid(),
-            "cwd": os.getcwd(),
-            "locks": [],
-            "sockets": [],
-            "paused": self.router.paused is not None,
-            "workers": [self._slot_stats(slot) for slot in self.workers if not slot.vacant],
-            "mules": [
-                {**self._slot_stats(mule), "farms": self._farms_of(mule)} for mule in self.mules
-            ],
-            "spooler": self._spooler_stats(),
-            "timers": [
-                {"signal": num, "period": period, "next_in": max(0.0, due - time.monotonic())}
-                for num, period, due in self.events.timers.listing()
-            ],
-            "crons": [self._cron_stats(num, spec) for num, spec in self.events.cron.specs()],
-            "signal_counts": {
-                str(num): {"raised": self.raised_by_num[num], "held": held.get(num, 0)}
-                for num in range(MAX_SIGNAL + 1)
-                if self.raised_by_num[num] or held.get(num)
-            },
-            "signals_raised": self.raised,
-            "signals_held": len(self.router.held),
-            "signals_dropped": self.router.held.dropped,
-        }
-
-    def _slot_stats(self, slot: Slot) -> dict[str, Any]:
-        running = slot.progress.running
-        if self.router.paused is not None:
-            status = "pause"
-        else:
-            status = "idle" if running is None else f"sig{running}"
-        rss, vsz = memory_of(slot.pid) if slot.pid else (0, 0)
-        age = time.monotonic() - slot.started_at if slot.started_at else 0.0
-        return {
-            "id": slot.id,
-            "pid": slot.pid or 0,
-            "accepting": int(slot.ready),
-            "requests": 0,  # the runtime serves no requests: its server counts them
-            "delta_requests": 0,
-            "exceptions": 0,
-            "harakiri_count": 0,
-            "signals": slot.progress.received,
-            "signal_queue": slot.backlog(),
-            "status": status,
-            "rss": rss,
-            "vsz": vsz,
-            "running_time": int(age * 1_000_000),  # microseconds since its start
-            "last_spawn": int(time.time() - age) if slot.started_at else 0,
-            "respawn_count": slot.respawns + 1 if slot.started_at else 0,
-            "tx": 0,
-            "avg_rt": 0,
-            "apps": [],
-            "cores": [],
-            "attached": slot.attached,
-        }
-
-    @staticmethod
-    def _cron_stats(num: int, spec: CronSpec) -> dict[str, Any]:
-        upcoming = spec.next_match(datetime.now())
-        return {
-            "signal": num,
-            "spec": str(spec),
-            "next": upcoming.isoformat(timespec="minutes") if upcoming else None,
-        }
-
-    def _farms_of(self, mule: Slot) -> list[str]:
-        return [farm.name for farm in self.config.farms if mule.id in farm.mules]
-
-    def _spooler_stats(self) -> dict[str, Any] | None:
-        if self.spooler is None:
-            return None
-        jobs = len(self.spool.pending()) if self.spool is not None else 0
-        return {**self._slot_stats(self.spooler), "jobs_queued": jobs}
+        return snapshot(self)
 
     def _log_schedule(self) -> None:
-        """At start: the signal table, the timers and the crons, in words."""
-        for num, entry in sorted(self.table.entries().items()):
-            log.info("signal %d -> %s: %s", num, entry.target, handler_name(entry.handler))
-        now = time.monotonic()
-        for num, period, due in self.events.timers.listing():
-            log.info("timer: signal %d every %g s, next in %.1f s", num, period, due - now)
-        wall = datetime.now()
-        for num, spec in self.events.cron.specs():
-            upcoming = spec.next_match(wall)
-            log.info(
-                "cron: signal %d at '%s', next %s",
-                num,
-                spec,
-                upcoming.strftime("%Y-%m-%d %H:%M") if upcoming else "not within two days",
-            )
+        log_schedule(self.table, self.events)
 
     def _doing(self, slot: Slot) -> str:
         num = slot.progress.running

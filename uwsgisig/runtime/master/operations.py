@@ -19,10 +19,20 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 
+from ..model.table import SignalTable, handler_name
+from ..schedule.events import EventSources
 from .peers import Slot
 
-__all__ = ["Pidfile", "TouchFiles", "describe_slots"]
+__all__ = [
+    "Pidfile",
+    "TouchFiles",
+    "describe_slots",
+    "log_schedule",
+    "reopen_log",
+    "rotate_log",
+]
 
 log = logging.getLogger("uwsgisig")
 
@@ -98,3 +108,51 @@ def describe_slots(slots: Sequence[Slot], running: Callable[[Slot], str]) -> lis
             f"respawned {slot.respawns} times, up {now - slot.started_at:.1f} s"
         )
     return lines
+
+
+def log_schedule(table: SignalTable, events: EventSources) -> None:
+    """At start: the signal table, the timers and the crons, in words."""
+    for num, entry in sorted(table.entries().items()):
+        log.info("signal %d -> %s: %s", num, entry.target, handler_name(entry.handler))
+    now = time.monotonic()
+    for num, period, due in events.timers.listing():
+        log.info("timer: signal %d every %g s, next in %.1f s", num, period, due - now)
+    wall = datetime.now()
+    for num, spec in events.cron.specs():
+        upcoming = spec.next_match(wall)
+        log.info(
+            "cron: signal %d at '%s', next %s",
+            num,
+            spec,
+            upcoming.strftime("%Y-%m-%d %H:%M") if upcoming else "not within two days",
+        )
+
+
+def _log_handlers(path: str | None) -> list[logging.FileHandler]:
+    return [
+        handler
+        for handler in log.handlers
+        if isinstance(handler, logging.FileHandler)
+        and path is not None
+        and os.path.abspath(path) == handler.baseFilename
+    ]
+
+
+def reopen_log(path: str | None) -> None:
+    """Open the log file ``path`` again (after logrotate moved it)."""
+    for handler in _log_handlers(path):
+        old = handler.setStream(handler._open())
+        if old is not None:
+            old.close()
+    log.info("log file reopened")
+
+
+def rotate_log(path: str | None) -> None:
+    """Rename the log file with the time, then open a new one."""
+    if path is None or not _log_handlers(path):
+        log.warning("master FIFO 'L': there is no log file to rotate (give --log-file)")
+        return
+    rotated = f"{path}.{time.strftime('%Y%m%d-%H%M%S')}"
+    os.rename(path, rotated)
+    reopen_log(path)
+    log.info("log file rotated: the old one is %s", rotated)

@@ -27,12 +27,21 @@ import os
 import select
 import socket
 import stat
+import time
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from ..._version import __version__
+from ...errors import MAX_SIGNAL
 from ..model.addresses import parse_listen_address
+from ..schedule.cron import CronSpec
+from .peers import Slot
 
-__all__ = ["StatsServer", "bind_stats", "memory_of"]
+if TYPE_CHECKING:  # the loop builds the server, and hands itself to `snapshot`
+    from .loop import Master
+
+__all__ = ["StatsServer", "bind_stats", "memory_of", "snapshot", "workers_stats"]
 
 log = logging.getLogger("uwsgisig")
 
@@ -146,3 +155,100 @@ def _read_request(peer: socket.socket) -> None:
         if not chunk:
             return
         head += chunk
+
+
+def snapshot(master: Master) -> dict[str, Any]:
+    """The state of ``master``'s runtime, in the shape of uWSGI's stats server."""
+    held = master.router.held.counts()
+    raised = master.raised_by_num
+    return {
+        "version": __version__,
+        "server": "uwsgisig",
+        "listen_queue": 0,
+        "listen_queue_errors": 0,
+        "signal_queue": master.backlog(),
+        "load": 0,
+        "pid": master.pid,
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "cwd": os.getcwd(),
+        "locks": [],
+        "sockets": [],
+        "paused": master.router.paused is not None,
+        "workers": workers_stats(master),
+        "mules": [
+            {**_slot_stats(mule, master), "farms": _farms_of(master, mule)}
+            for mule in master.mules
+        ],
+        "spooler": _spooler_stats(master),
+        "timers": [
+            {"signal": num, "period": period, "next_in": max(0.0, due - time.monotonic())}
+            for num, period, due in master.events.timers.listing()
+        ],
+        "crons": [_cron_stats(num, spec) for num, spec in master.events.cron.specs()],
+        "signal_counts": {
+            str(num): {"raised": raised[num], "held": held.get(num, 0)}
+            for num in range(MAX_SIGNAL + 1)
+            if raised[num] or held.get(num)
+        },
+        "signals_raised": master.raised,
+        "signals_held": len(master.router.held),
+        "signals_dropped": master.router.held.dropped,
+    }
+
+
+def workers_stats(master: Master) -> list[dict[str, Any]]:
+    """uWSGI's figures of every worker that has a process (``uwsgi.workers()``)."""
+    return [_slot_stats(slot, master) for slot in master.workers if not slot.vacant]
+
+
+def _slot_stats(slot: Slot, master: Master) -> dict[str, Any]:
+    running = slot.progress.running
+    if master.router.paused is not None:
+        status = "pause"
+    else:
+        status = "idle" if running is None else f"sig{running}"
+    rss, vsz = memory_of(slot.pid) if slot.pid else (0, 0)
+    age = time.monotonic() - slot.started_at if slot.started_at else 0.0
+    return {
+        "id": slot.id,
+        "pid": slot.pid or 0,
+        "accepting": int(slot.ready),
+        "requests": 0,  # the runtime serves no requests: its server counts them
+        "delta_requests": 0,
+        "exceptions": 0,
+        "harakiri_count": 0,
+        "signals": slot.progress.received,
+        "signal_queue": slot.backlog(),
+        "status": status,
+        "rss": rss,
+        "vsz": vsz,
+        "running_time": int(age * 1_000_000),  # microseconds since its start
+        "last_spawn": int(time.time() - age) if slot.started_at else 0,
+        "respawn_count": slot.respawns + 1 if slot.started_at else 0,
+        "tx": 0,
+        "avg_rt": 0,
+        "apps": [],
+        "cores": [],
+        "attached": slot.attached,
+    }
+
+
+def _cron_stats(num: int, spec: CronSpec) -> dict[str, Any]:
+    upcoming = spec.next_match(datetime.now())
+    return {
+        "signal": num,
+        "spec": str(spec),
+        "next": upcoming.isoformat(timespec="minutes") if upcoming else None,
+    }
+
+
+def _farms_of(master: Master, mule: Slot) -> list[str]:
+    return [farm.name for farm in master.config.farms if mule.id in farm.mules]
+
+
+def _spooler_stats(master: Master) -> dict[str, Any] | None:
+    if master.spooler is None:
+        return None
+    jobs = len(master.spool.pending()) if master.spool is not None else 0
+    return {**_slot_stats(master.spooler, master), "jobs_queued": jobs}
