@@ -85,7 +85,6 @@ class Slot(Peer):
         self.reloading = False
         # Filled by a process that attached (a web server's worker), not by a fork.
         self.attached = attached
-        self.door: object | None = None  # that process's attach connection, while attached
 
     @property
     def vacant(self) -> bool:

@@ -495,12 +495,8 @@ class CronTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def listing(self) -> list[tuple[int, str]]:
-        """``(signum, spec)`` of every entry, in the order they were added."""
-        return [(entry.signum, str(entry.spec)) for entry in self._entries]
-
     def specs(self) -> list[tuple[int, CronSpec]]:
-        """``(signum, spec)`` of every entry, the spec as it is."""
+        """``(signum, spec)`` of every entry, in the order they were added."""
         return [(entry.signum, entry.spec) for entry in self._entries]
 
     def add(self, signum: int, spec: CronSpec) -> None:
