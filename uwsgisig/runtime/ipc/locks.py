@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 import threading
 
 from ...errors import LockNumberError
+from .shared import anonymous_file
 
 __all__ = ["SharedLocks"]
 
@@ -26,7 +26,7 @@ class SharedLocks:
 
     def __init__(self, count: int, *, fd: int | None = None) -> None:
         if fd is None:
-            fd = _anonymous_file()
+            fd = anonymous_file("locks")
             os.ftruncate(fd, max(count, 1))
         self.fd = fd
         self.count = count
@@ -76,11 +76,3 @@ class SharedLocks:
         self._threads = [threading.Lock() for _ in range(self.count)]
         self._held = [False] * self.count
 
-
-def _anonymous_file() -> int:
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None:
-        return memfd_create("uwsgisig-locks", os.MFD_CLOEXEC)
-    fd, path = tempfile.mkstemp(prefix="uwsgisig-locks-")
-    os.unlink(path)
-    return fd

@@ -14,7 +14,7 @@ import os
 import tempfile
 import weakref
 
-__all__ = ["SharedMemory"]
+__all__ = ["SharedMemory", "anonymous_file"]
 
 
 class SharedMemory:
@@ -22,7 +22,7 @@ class SharedMemory:
 
     def __init__(self, size: int, name: str, *, fd: int | None = None) -> None:
         if fd is None:
-            fd = _anonymous_file(name)
+            fd = anonymous_file(name)
             os.ftruncate(fd, size)
         self.fd = fd
         self.size = size
@@ -43,7 +43,8 @@ class SharedMemory:
         self.fd = -1
 
 
-def _anonymous_file(name: str) -> int:
+def anonymous_file(name: str) -> int:
+    """A descriptor of a file with no name (a memfd, else an unlinked temporary file)."""
     memfd_create = getattr(os, "memfd_create", None)
     if memfd_create is not None:
         return memfd_create(f"uwsgisig-{name}", os.MFD_CLOEXEC)

@@ -19,14 +19,11 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 
 from ..ipc.posix import STOP_SIGNALS, blocked, describe_exit, kill, kill_group
+from .backoff import respawn_delay
 
 __all__ = ["Command"]
 
 log = logging.getLogger("uwsgisig")
-
-RESPAWN_FAST_EXIT = 1.0  # seconds: a command that dies sooner is restarted with a delay
-RESPAWN_DELAY_MIN = 0.1
-RESPAWN_DELAY_MAX = 5.0
 
 
 class Command:
@@ -84,11 +81,7 @@ class Command:
         if self.stopping:
             log.info("%s (pid %s) exited with %s", self.describe(), pid, describe_exit(status_code))
             return
-        lived = time.monotonic() - self.started_at
-        if lived >= RESPAWN_FAST_EXIT:
-            self.delay = 0.0
-        else:
-            self.delay = min(max(self.delay * 2, RESPAWN_DELAY_MIN), RESPAWN_DELAY_MAX)
+        self.delay = respawn_delay(time.monotonic() - self.started_at, self.delay)
         log.warning(
             "%s (pid %s) exited with %s: restarting it in %.1f s",
             self.describe(),

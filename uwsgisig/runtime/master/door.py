@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Admission", "AttachDoor", "Visitor", "bind_door"]
+__all__ = ["Admission", "AttachDoor", "Visitor", "bind_door", "bind_private_socket"]
 
 log = logging.getLogger("uwsgisig")
 
@@ -70,9 +70,18 @@ class Visitor:
 
 def bind_door(path: str) -> socket.socket:
     """Listen on the unix socket ``path``, which only this user may connect to."""
+    return bind_private_socket(path, "attach socket", backlog=64)
+
+
+def bind_private_socket(path: str, what: str, *, backlog: int) -> socket.socket:
+    """A non-blocking unix socket listening on ``path``, made 0600.
+
+    A socket left at ``path`` by an earlier run is replaced; any other file
+    there is an error naming it (``what`` says which socket it was to be).
+    """
     with contextlib.suppress(FileNotFoundError):
-        if os.path.exists(path) and not _is_socket(path):
-            raise FileExistsError(f"attach socket {path!r} exists and is not a socket")
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise FileExistsError(f"{what} {path!r} exists and is not a socket")
         os.unlink(path)
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # created 0600: nobody else may connect
@@ -80,13 +89,9 @@ def bind_door(path: str) -> socket.socket:
         listening.bind(path)
     finally:
         os.umask(old_umask)
-    listening.listen(64)
+    listening.listen(backlog)
     listening.setblocking(False)
     return listening
-
-
-def _is_socket(path: str) -> bool:
-    return stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
 class AttachDoor:

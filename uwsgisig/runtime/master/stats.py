@@ -26,7 +26,6 @@ import logging
 import os
 import select
 import socket
-import stat
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -36,6 +35,7 @@ from ..._version import __version__
 from ...errors import MAX_SIGNAL
 from ..model.addresses import parse_listen_address
 from ..schedule.cron import CronSpec
+from .door import bind_private_socket
 from .peers import Slot
 
 if TYPE_CHECKING:  # the loop builds the server, and hands itself to `snapshot`
@@ -58,20 +58,9 @@ def bind_stats(address: str) -> socket.socket:
             sock = socket.create_server((host, port), family=family, backlog=16)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot serve stats on {address}: {exc.strerror}") from exc
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            if not stat.S_ISSOCK(os.lstat(address).st_mode):
-                raise FileExistsError(f"stats socket {address!r} exists and is not a socket")
-            os.unlink(address)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(address)
-        finally:
-            os.umask(old_umask)
-        sock.listen(16)
-    sock.setblocking(False)
-    return sock
+        sock.setblocking(False)
+        return sock
+    return bind_private_socket(address, "stats socket", backlog=16)
 
 
 def memory_of(pid: int) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from ..ipc.posix import STOP_SIGNALS, blocked, describe_exit, kill, kill_group
 from ..wire.frames import Op
+from .backoff import respawn_delay
 from .command import Command
 from .peers import Slot
 
@@ -29,11 +30,6 @@ __all__ = ["Supervisor"]
 
 log = logging.getLogger("uwsgisig")
 
-# A child that dies sooner than this after its start is respawned with a delay
-# that doubles up to RESPAWN_DELAY_MAX, so a crashing child cannot spin the CPU.
-RESPAWN_FAST_EXIT = 1.0
-RESPAWN_DELAY_MIN = 0.1
-RESPAWN_DELAY_MAX = 5.0
 
 
 def _setpgid_race() -> contextlib.suppress:
@@ -162,11 +158,10 @@ class Supervisor:
             "%s (pid %d) exited with %s: respawning", slot.describe(), pid, describe_exit(code)
         )
         lived = time.monotonic() - slot.started_at
-        if lived >= RESPAWN_FAST_EXIT:
-            slot.respawn_delay = 0.0
+        slot.respawn_delay = respawn_delay(lived, slot.respawn_delay)
+        if not slot.respawn_delay:
             self.spawn(slot)
             return
-        slot.respawn_delay = min(max(slot.respawn_delay * 2, RESPAWN_DELAY_MIN), RESPAWN_DELAY_MAX)
         log.warning(
             "%s died %.2f s after its start: respawn in %.1f s",
             slot.describe(),
