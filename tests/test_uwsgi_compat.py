@@ -198,9 +198,9 @@ def test_every_other_call_raises_not_implemented_naming_it(name):
         getattr(uwsgi, name)("k", 1)
     assert str(caught.value) == (
         f"uwsgi.{name}() is not implemented by uwsgisig's uwsgi-compatible module "
-        "(--uwsgi-compat): it offers the signal, timer, cron, file-monitor, mule, farm, "
-        "spooler, lock and control calls"
+        f"(--uwsgi-compat): it offers {compat.OFFERED}"
     )
+    assert "RPC" in compat.OFFERED
 
 
 def test_the_implemented_calls_and_the_others_do_not_overlap():
@@ -209,18 +209,11 @@ def test_the_implemented_calls_and_the_others_do_not_overlap():
     assert all(callable(getattr(uwsgi, name)) for name in compat.IMPLEMENTED)
 
 
-@pytest.mark.parametrize(
-    ("call", "kwargs"),
-    [
-        ("send_to_spooler", {"priority": 1}),
-        ("spool", {"priority": 1}),
-        ("spool", {"message_dict": {b"priority": b"3"}}),
-    ],
-)
-def test_spool_priority_is_not_implemented(tmp_path, call, kwargs):
+@pytest.mark.parametrize("call", ["spool", "send_to_spooler"])
+def test_spool_priority_is_not_implemented(tmp_path, call):
     uwsgi = compat.install()
     with pytest.raises(NotImplementedError, match=rf"uwsgi\.{call}\(priority=\.\.\.\)"):
-        getattr(uwsgi, call)(spooler=str(tmp_path), **kwargs)
+        getattr(uwsgi, call)({b"priority": b"3", b"spooler": bytes(tmp_path)})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -230,7 +223,7 @@ def test_spool_priority_is_not_implemented(tmp_path, call, kwargs):
 def test_spool_takes_uwsgi_jobs_and_returns_the_path_as_bytes(tmp_path):
     uwsgi = compat.install()
     path = uwsgi.spool(
-        {b"name": b"alpha", "text": "caf\u00e9", b"at": b"1700000000", b"spooler": bytes(tmp_path)}
+        {b"name": b"alpha", b"at": b"1700000000", b"spooler": bytes(tmp_path), b"body": b"\0"}
     )
     assert isinstance(path, bytes)
     assert Path(os.fsdecode(path)).parent == tmp_path
@@ -238,20 +231,74 @@ def test_spool_takes_uwsgi_jobs_and_returns_the_path_as_bytes(tmp_path):
     assert at == 1700000000.0
     assert message == {
         "name": b"alpha",
-        "text": "caf\u00e9",
         "at": b"1700000000",
         "spooler": bytes(tmp_path),
+        "body": b"\0",
     }
-    path = uwsgi.send_to_spooler(spooler=str(tmp_path), at=12.5, body=b"\x00", kind="x")
+    path = uwsgi.send_to_spooler({b"spooler": bytes(tmp_path), b"at": b"12.5", b"kind": b"x"})
     message, at = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
     assert at == 12.5
-    assert message == {"kind": "x", "at": "12.5", "spooler": str(tmp_path), "body": b"\x00"}
+    assert message == {"kind": b"x", "at": b"12.5", "spooler": bytes(tmp_path)}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        # Measured on uWSGI 2.0.31 with Python 3: each raises ValueError.
+        (({"a": "b"},), {}, "must contains only bytes"),
+        (({b"a": "b"},), {}, "must contains only bytes"),
+        (({"a": b"b"},), {}, "must contains only bytes"),
+        (({b"a": b"b", b"at": 1.5},), {}, "must contains only bytes"),
+        (({b"a": b"b", b"at": 1700000000},), {}, "must contains only bytes"),
+        ((), {"a": b"b"}, "must contains only bytes"),  # keyword names are str
+        (([b"a", b"b"],), {}, "must be a dictionary"),
+    ],
+)
+def test_spool_refuses_what_uwsgi_on_python_3_refuses(tmp_path, args, kwargs, error):
+    uwsgi = compat.install()
+    with pytest.raises(ValueError, match=error):
+        uwsgi.spool(*args, **kwargs)
+
+
+def test_spool_ignores_keywords_after_a_dict_as_uwsgi_does(tmp_path):
+    uwsgi = compat.install()
+    path = uwsgi.spool({b"spooler": bytes(tmp_path), b"a": b"b"}, ignored="x", at=5)
+    message, at = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    assert (message, at) == ({"a": b"b", "spooler": bytes(tmp_path)}, None)
 
 
 def test_spool_refuses_a_bad_at(tmp_path):
     uwsgi = compat.install()
     with pytest.raises(ValueError, match="invalid at b'soon'"):
-        uwsgi.spool({b"at": b"soon"}, spooler=str(tmp_path))
+        uwsgi.spool({b"at": b"soon", b"spooler": bytes(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("mule", "error"),
+    [("pool", ValueError), (1.5, ValueError), ([1], ValueError)],
+)
+def test_mule_msg_refuses_what_uwsgi_on_python_3_refuses(mule, error):
+    uwsgi = compat.install()
+    with pytest.raises(error):
+        uwsgi.mule_msg(b"x", mule)
+
+
+def test_messages_of_another_type_are_refused_as_uwsgi_refuses_them():
+    uwsgi = compat.install()
+    with pytest.raises(TypeError, match="argument 1 must be str or read-only bytes-like"):
+        uwsgi.mule_msg(42, 1)
+    with pytest.raises(TypeError, match="argument 1 must be str, not bytes"):
+        uwsgi.farm_msg(b"pool", b"x")
+
+
+def test_uwsgi_environment_variables_are_options(monkeypatch):
+    monkeypatch.setenv("UWSGI_XFOO", "bar")
+    monkeypatch.setenv("UWSGI_HARAKIRI_VERBOSE", "1")
+    monkeypatch.setenv("UWSGI_RELOADS", "3")  # uWSGI's own bookkeeping, not an option
+    uwsgi = compat.install()
+    assert uwsgi.opt["xfoo"] == b"bar"
+    assert uwsgi.opt["harakiri-verbose"] == b"1"
+    assert "reloads" not in uwsgi.opt
 
 
 @pytest.mark.parametrize(
@@ -307,7 +354,9 @@ uwsgi.spooler = run_job
 
 
 def send(num):
-    dump("spooled", uwsgi.spool({b"name": b"alpha", "text": "caf\\u00e9"}, body=b"\\x00\\xff"))
+    dump("spooled", uwsgi.spool(
+        {b"name": b"alpha", b"text": "caf\\u00e9".encode(), b"body": b"\\x00\\xff"}
+    ))
 
 
 uwsgi.register_signal(1, "worker1", send)
@@ -420,9 +469,19 @@ def report(num):
         "numproc": uwsgi.numproc,
         "opt": uwsgi.opt,
         "in_farm": uwsgi.in_farm(),
-        "mule_msg": [uwsgi.mule_msg(b"direct", 1), uwsgi.mule_msg("by-name", "pool")],
+        "mule_msg": [uwsgi.mule_msg(b"direct", 1), uwsgi.mule_msg("by-name", b"pool")],
         "farm_msg": uwsgi.farm_msg("pool", b"farm-msg"),
+        "refused": [refusal(lambda: uwsgi.mule_msg(b"x", "pool")),
+                    refusal(lambda: uwsgi.mule_msg(b"x", b"nope"))],
     })
+
+
+def refusal(call):
+    try:
+        call()
+    except Exception as exc:
+        return type(exc).__name__
+    return "accepted"
 
 
 uwsgi.register_signal(1, "worker1", report)
@@ -448,6 +507,7 @@ def test_messages_and_identity_calls_behave_as_in_uwsgi(start_app):
         "in_farm": None,
         "mule_msg": [True, True],
         "farm_msg": None,
+        "refused": ["ValueError", "TargetError"],
     }
     assert [words[1:5] for words in app.wait_records("mule-got", 1)] == [
         ["direct", "None", "1", "mule1"]

@@ -19,12 +19,15 @@ from ._version import __version__ as __version__
 from .attaching import attach, detach
 from .errors import (
     AttachRefusedError,
+    CacheConfigError,
     LockNumberError,
     MessageQueueFullError,
     MessageTooLargeError,
     MonitorPathError,
     NoSignalAvailableError,
     NotInRuntimeError,
+    RpcError,
+    RpcNotFoundError,
     ScheduleError,
     SignalAlreadyRegisteredError,
     SignalNumberError,
@@ -46,6 +49,7 @@ from .signals import (
 
 __all__ = [
     "AttachRefusedError",
+    "CacheConfigError",
     "REGISTERED_SIGNALS",
     "Farm",
     "LockNumberError",
@@ -57,6 +61,8 @@ __all__ = [
     "NotInRuntimeError",
     "Offloaded",
     "ProcessInfo",
+    "RpcError",
+    "RpcNotFoundError",
     "Runtime",
     "RuntimeHandle",
     "ScheduleError",

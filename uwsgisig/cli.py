@@ -102,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="user locks 1 to N beside lock 0, which is always there (default 0)",
     )
     run.add_argument(
+        "--cache",
+        type=int,
+        default=0,
+        metavar="N",
+        help="uWSGI's default cache, named 'default', holding N items (default: none)",
+    )
+    run.add_argument(
+        "--cache2",
+        action="append",
+        default=[],
+        metavar="KEYVAL",
+        help="a cache, in uWSGI's syntax: name=NAME,items=N[,blocksize=BYTES,keysize=BYTES,"
+        "purge_lru=1,math_initial=N,ignore_full=1] (repeatable)",
+    )
+    run.add_argument(
         "--stats",
         metavar="ADDR",
         help="serve the runtime's state as JSON (uWSGI's shape, for uwsgitop) on ADDR: "
@@ -241,11 +256,30 @@ def build_parser() -> argparse.ArgumentParser:
         "can raise any signal",
     )
     run.add_argument(
+        "--rpc-socket",
+        metavar="HOST:PORT",
+        help="the workers answer uWSGI RPC requests (and remote signals) on this address, "
+        "loopback only unless --rpc-socket-any (port 0: any free port, logged at start)",
+    )
+    run.add_argument(
+        "--rpc-socket-any",
+        action="store_true",
+        help="let --rpc-socket listen on a non-loopback address: whoever reaches it can "
+        "call any RPC function",
+    )
+    run.add_argument(
         "--uwsgi-compat",
         action="store_true",
         help="let APP `import uwsgi` (and uWSGI's uwsgidecorators): its signal, timer, cron, "
-        "file-monitor, mule, farm, spooler, lock and control calls run on this runtime; "
-        "its other calls raise NotImplementedError",
+        "file-monitor, mule, farm, spooler, lock, RPC and control calls run on this runtime; "
+        "its other calls raise NotImplementedError. As uWSGI 2.0 does, an APP that raises "
+        "while it is imported is logged and the runtime goes on with what it registered",
+    )
+    run.add_argument(
+        "--need-app",
+        action="store_true",
+        help="with --uwsgi-compat: stop (exit 2) if APP raises while it is imported, as "
+        "without it",
     )
     return parser
 
@@ -366,6 +400,7 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             sys.path.insert(0, directory)
     if args.uwsgi_compat:
         compat.install()  # before the master imports the app
+        os.environ[compat.COMPAT_ENV] = str(os.getpid())  # this process becomes the master
     try:
         runtime = Runtime(
             args.app,
@@ -385,6 +420,9 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             log_file=args.log_file,
             remote_signals=args.remote_signals,
             remote_signals_any=args.remote_signals_any,
+            need_app=args.need_app or not args.uwsgi_compat,
+            rpc_socket=args.rpc_socket,
+            rpc_socket_any=args.rpc_socket_any,
             pidfile=args.pidfile,
             touch_reload=args.touch_reload,
             touch_workers_reload=args.touch_workers_reload,
@@ -399,6 +437,8 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             stats=args.stats,
             stats_http=args.stats_http,
             locks=args.locks,
+            cache=args.cache,
+            cache2=args.cache2,
             harakiri=args.harakiri,
         )
         return runtime.run()

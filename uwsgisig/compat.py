@@ -32,6 +32,7 @@ from . import platform
 from .spooler import SPOOL_IGNORE, SPOOL_OK, SPOOL_RETRY
 
 __all__ = [
+    "COMPAT_ENV",
     "IMPLEMENTED",
     "NOT_IMPLEMENTED",
     "SPOOL_IGNORE",
@@ -46,16 +47,25 @@ log = logging.getLogger("uwsgisig")
 
 MODULE_NAME = "uwsgi"
 
+# Set by ``uwsgisig run --uwsgi-compat`` to the master's pid for the command it
+# runs, so that a web server's workers (`uwsgisig.gunicorn`) install this module
+# before the app, and `masterpid` answers before they attach (uwsgidecorators
+# refuses to load where it is 0).
+COMPAT_ENV = "UWSGISIG_UWSGI_COMPAT"
+
 UWSGI_VERSION = (2, 0, 31)  # the release whose module this one follows
 
 OFFERED = (
-    "the signal, timer, cron, file-monitor, mule, farm, spooler, lock and control calls"
+    "the signal, timer, cron, file-monitor, mule, farm, spooler, lock, cache, RPC and control calls"
 )
 
-NOT_IMPLEMENTED = (
-    # cache, queue, shared area, metrics, SNMP
+CACHE_CALLS = (
     "cache_get", "cache_set", "cache_update", "cache_del", "cache_exists", "cache_clear",
     "cache_inc", "cache_dec", "cache_mul", "cache_div", "cache_num", "cache_keys",
+)  # fmt: skip
+
+NOT_IMPLEMENTED = (
+    # queue, shared area, metrics, SNMP
     "queue_get", "queue_set", "queue_last", "queue_push", "queue_pull", "queue_pop",
     "queue_slot", "queue_pull_slot",
     "sharedarea_read", "sharedarea_write", "sharedarea_readbyte", "sharedarea_writebyte",
@@ -72,8 +82,8 @@ NOT_IMPLEMENTED = (
     # the server, its workers and its requests
     "request_id", "log", "log_this_request",
     "set_logvar", "get_logvar", "alarm", "disconnect", "cl",
-    "accepting", "setprocname", "listen_queue", "route", "register_rpc", "rpc", "rpc_list",
-    "call", "sendfile", "offload", "set_warning_message", "mem", "logsize", "i_am_the_lord",
+    "accepting", "setprocname", "listen_queue", "route", "sendfile", "offload",
+    "set_warning_message", "mem", "logsize", "i_am_the_lord",
     "lord_scroll", "scrolls", "ready", "chunked_read", "chunked_read_nb",
     "ready_fd", "add_var", "micros", "get_option", "set_option", "getoption", "setoption",
     "sorry_i_need_to_block", "grunt", "has_hook", "parsefile", "embedded_data", "extract",
@@ -113,6 +123,15 @@ def _not_implemented(name: str) -> Callable[..., NoReturn]:
 # ---------------------------------------------------------------- signals
 
 
+def masterpid() -> int:
+    """The master's pid; 0 outside a runtime."""
+    known = platform.masterpid()
+    if known:
+        return known
+    beside = os.environ.get(COMPAT_ENV, "")
+    return int(beside) if beside.isdigit() else 0
+
+
 def signal_wait(signum: int | None = None) -> bytes:
     """Block until signal ``signum`` (or any) arrives; get it from `signal_received`.
 
@@ -147,18 +166,36 @@ def i_am_the_spooler() -> bool | None:
 # ---------------------------------------------------------------- mules and farms
 
 
-def mule_msg(message: bytes | str, mule: int | str | None = None) -> bool:
+def mule_msg(message: bytes | str, mule: int | bytes | None = None) -> bool:
     """Send ``message`` to mule ``mule`` (an id; 0 or None: the first free mule) or to
-    the farm named ``mule``; return True.
+    the farm whose name is the bytes ``mule``; return True.
 
+    As uWSGI on Python 3 does, a str ``mule`` raises ``ValueError("invalid mule")``.
     A full queue makes the sender wait (then raise), never drops the message.
     """
-    return platform.mule_msg(message, mule)
+    _check_message("mule_msg", 1, message)
+    if mule is None or isinstance(mule, int):
+        return platform.mule_msg(message, int(mule or 0))
+    if isinstance(mule, bytes):
+        return platform.mule_msg(message, mule.decode("utf-8", "surrogateescape"))
+    raise ValueError("invalid mule")
 
 
 def farm_msg(farm: str, message: bytes | str) -> None:
-    """Send ``message`` to farm ``farm``: the first of its mules that is free takes it."""
+    """Send ``message`` to farm ``farm`` (a str): the first of its free mules takes it."""
+    if not isinstance(farm, str):
+        raise TypeError(f"farm_msg() argument 1 must be str, not {type(farm).__name__}")
+    _check_message("farm_msg", 2, message)
     platform.farm_msg(farm, message)
+
+
+def _check_message(call: str, position: int, message: object) -> None:
+    """uWSGI reads a message with ``s#``: str or bytes."""
+    if not isinstance(message, (bytes, str)):
+        raise TypeError(
+            f"{call}() argument {position} must be str or read-only bytes-like object, "
+            f"not {type(message).__name__}"
+        )
 
 
 def mule_get_msg(
@@ -196,72 +233,45 @@ def in_farm(name: str | None = None) -> bool | None:
 # ---------------------------------------------------------------- spooler
 
 
-def spool(
-    message_dict: Mapping[bytes | str, bytes | str] | None = None,
-    spooler: bytes | str | None = None,
-    priority: object = None,
-    at: bytes | str | float | None = None,
-    body: bytes | None = None,
-    **kwargs: bytes | str,
-) -> bytes:
-    """Spool a job; return the path of its file, as bytes.
+def spool(*args: object, **kwargs: object) -> bytes:
+    """Spool a job: a dict of bytes keys and bytes values; return its file's path, as bytes.
 
-    Keys and values are bytes or str. ``spooler`` (a directory), ``at`` (a UNIX
-    time, digits accepted) and ``body`` may also be keys of ``message_dict``,
-    as in uWSGI; ``priority`` raises `NotImplementedError`.
+    As uWSGI on Python 3 reads it: the first argument is the job (keyword
+    arguments are the job only when there is none); ``b"spooler"`` names the
+    directory, ``b"at"`` the UNIX time (digits) before which it does not run,
+    and a bytes ``b"body"`` is the body. A str key or value raises uWSGI's
+    ``ValueError``; ``b"priority"`` raises `NotImplementedError`.
     """
-    return _spool("spool", message_dict, spooler, priority, at, body, kwargs)
+    return _spool("spool", args, kwargs)
 
 
-def send_to_spooler(
-    message_dict: Mapping[bytes | str, bytes | str] | None = None,
-    spooler: bytes | str | None = None,
-    priority: object = None,
-    at: bytes | str | float | None = None,
-    body: bytes | None = None,
-    **kwargs: bytes | str,
-) -> bytes:
+def send_to_spooler(*args: object, **kwargs: object) -> bytes:
     """The same as `spool`."""
-    return _spool("send_to_spooler", message_dict, spooler, priority, at, body, kwargs)
+    return _spool("send_to_spooler", args, kwargs)
 
 
-def _spool(
-    call: str,
-    message_dict: Mapping[bytes | str, bytes | str] | None,
-    spooler: bytes | str | None,
-    priority: object,
-    at: bytes | str | float | None,
-    body: bytes | None,
-    kwargs: dict[str, bytes | str],
-) -> bytes:
-    job: dict[str, Any] = {_text_key(key): value for key, value in (message_dict or {}).items()}
-    job.update(kwargs)
-    reserved = {"spooler": spooler, "priority": priority, "at": at, "body": body}
-    job.update({key: value for key, value in reserved.items() if value is not None})
+_ONLY_BYTES = "spooler callable dictionary must contains only bytes"
+
+
+def _spool(call: str, args: tuple[object, ...], kwargs: dict[str, object]) -> bytes:
+    message = args[0] if args else kwargs
+    if not isinstance(message, dict):
+        raise ValueError("The argument of spooler callable must be a dictionary")
+    fields = dict(message)
+    body = fields.pop(b"body") if isinstance(fields.get(b"body"), bytes) else None
+    job: dict[str, bytes] = {}
+    for key, value in fields.items():
+        if not isinstance(key, bytes) or not isinstance(value, (bytes, bytearray, memoryview)):
+            raise ValueError(_ONLY_BYTES)
+        job[key.decode("utf-8", "surrogateescape")] = bytes(value)
     if "priority" in job:
         raise NotImplementedError(_not_implemented_message(f"{call}(priority=...)"))
-    body = job.pop("body", None)
-    when = None
-    if "at" in job:
-        when = _unix_time(job["at"])
-        # uWSGI keeps the reserved keys (but the body) in the job its handler gets.
-        job["at"] = job["at"] if isinstance(job["at"], (bytes, str)) else str(job["at"])
+    when = _unix_time(job["at"]) if "at" in job else None
     directory = job.get("spooler")
     path = platform.spool(
-        job,
-        body=body.encode("utf-8") if isinstance(body, str) else body,
-        at=when,
-        spooler=os.fsdecode(directory) if directory is not None else None,
+        job, body=body, at=when, spooler=os.fsdecode(directory) if directory else None
     )
     return os.fsencode(path)
-
-
-def _text_key(key: object) -> str:
-    if isinstance(key, bytes):
-        return key.decode("utf-8", "surrogateescape")
-    if isinstance(key, str):
-        return key
-    raise TypeError(f"invalid spool job key {key!r}: keys are bytes or str")
 
 
 def _unix_time(value: object) -> float:
@@ -309,6 +319,66 @@ def _set_spooler(handler: Callable[[dict[bytes | str, bytes]], object] | None) -
     platform.set_spool_handler(None if handler is None else _spool_handler(handler))
 
 
+# ---------------------------------------------------------------- RPC
+#
+# uWSGI 2.0.31 on Python 3 reads the function's name and arguments with
+# PyBytes_Check: a str name or argument makes call() and rpc() raise
+# ValueError("unable to call rpc function"); register_rpc() wants a str name.
+
+
+def register_rpc(name: str, func: Callable[..., object], argc: int = 0) -> bool:
+    """Register ``func`` as RPC function ``name`` (a str); return True.
+
+    ValueError if it cannot be registered (a mule or the spooler, a name of
+    255 bytes or more), as in uWSGI.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"register_rpc() argument 1 must be str, not {type(name).__name__}")
+    if isinstance(argc, bool) or not isinstance(argc, int) or not 0 <= argc <= 255:
+        raise TypeError(f"register_rpc() argument 3 must be an int 0-255, not {argc!r}")
+    try:
+        platform.register_rpc(name, func)
+    except (ValueError, TypeError) as exc:
+        log.error("uwsgi.register_rpc(%r): %s", name, exc)
+        raise ValueError("unable to register rpc function") from exc
+    return True
+
+
+def call(func: bytes, *args: bytes) -> bytes | None:
+    """Run RPC function ``func`` (bytes) in this process with bytes ``args``; its
+    bytes result, or None."""
+    name = _rpc_name(func, args)
+    return platform.rpc_call(name, list(args))
+
+
+def rpc(node: bytes | str | None, func: bytes, *args: bytes) -> bytes | None:
+    """Call RPC function ``func`` on the node ``node`` (``b"HOST:PORT"``; empty: here).
+
+    As in uWSGI, None when the node cannot be reached or gives nothing.
+    """
+    name = _rpc_name(func, args)
+    if isinstance(node, str):
+        node = node.encode("latin-1")
+    if not isinstance(node, bytes) or not node:
+        return platform.rpc_call(name, list(args))
+    try:
+        return platform.rpc_remote(node.decode("latin-1"), name, list(args))
+    except (OSError, ValueError) as exc:
+        log.error("uwsgi.rpc(%r, %r): %s", node, func, exc)
+        return None
+
+
+def rpc_list() -> tuple[bytes, ...]:
+    """The names of this process's RPC functions, as bytes."""
+    return tuple(name.encode("utf-8", "surrogateescape") for name in platform.rpc_list())
+
+
+def _rpc_name(func: object, args: tuple[object, ...]) -> str:
+    if not isinstance(func, bytes) or not all(isinstance(arg, bytes) for arg in args):
+        raise ValueError("unable to call rpc function")
+    return func.decode("utf-8", "surrogateescape")
+
+
 # ---------------------------------------------------------------- the module
 
 
@@ -320,6 +390,25 @@ def _uwsgi_option(value: object) -> object:
         values = [_uwsgi_option(item) for item in value]
         return values[0] if len(values) == 1 else values  # uWSGI makes a list of repeats only
     return str(value).encode("utf-8")
+
+
+# uWSGI's own variables, which its parse_sys_envs() does not read as options.
+_NOT_OPTIONS = frozenset(
+    {
+        "UWSGI_RELOADS", "UWSGI_VASSALS_DIR", "UWSGI_EMPEROR_FD", "UWSGI_BROODLORD_NUM",
+        "UWSGI_EMPEROR_FD_CONFIG", "UWSGI_EMPEROR_PROXY", "UWSGI_JAIL_PID",
+        "UWSGI_ORIGINAL_PROC_NAME",
+    }
+)  # fmt: skip
+
+
+def _environment_options() -> list[tuple[str, str]]:
+    """``UWSGI_FOO_BAR=x`` as the option ``("foo-bar", "x")``, as uWSGI reads its environment."""
+    return [
+        (name[6:].lower().replace("_", "-"), value)
+        for name, value in os.environ.items()
+        if name.startswith("UWSGI_") and name not in _NOT_OPTIONS
+    ]
 
 
 # Assigning these attributes of the module hands the value to the runtime.
@@ -343,8 +432,15 @@ class UwsgiModule(types.ModuleType):
 
     @property
     def opt(self) -> dict[str, object]:
-        """The runtime's options as uWSGI's ``uwsgi.opt``: bytes values, True for flags."""
-        return {key: _uwsgi_option(value) for key, value in platform.options().items()}
+        """The runtime's options as uWSGI's ``uwsgi.opt``: bytes values, True for flags.
+
+        As in uWSGI, ``UWSGI_*`` environment variables are options too
+        (``UWSGI_HARAKIRI_VERBOSE=1`` is ``harakiri-verbose``), before the others.
+        """
+        options: dict[str, list[object]] = {}
+        for key, value in [*_environment_options(), *platform.options().items()]:
+            options.setdefault(key, []).append(value)
+        return {key: _uwsgi_option(values) for key, values in options.items()}
 
     def __setattr__(self, name: str, value: object) -> None:
         setter = _HOOK_SETTERS.get(name)
@@ -372,7 +468,7 @@ _IMPLEMENTED: dict[str, Callable[..., Any]] = {
     "add_file_monitor": platform.add_file_monitor,
     "worker_id": platform.worker_id,
     "mule_id": platform.mule_id,
-    "masterpid": platform.masterpid,
+    "masterpid": masterpid,
     "i_am_the_spooler": i_am_the_spooler,
     "mule_msg": mule_msg,
     "farm_msg": farm_msg,
@@ -386,9 +482,14 @@ _IMPLEMENTED: dict[str, Callable[..., Any]] = {
     "workers": lambda: tuple(platform.workers()),
     "total_requests": platform.total_requests,
     "set_user_harakiri": platform.set_user_harakiri,
+    "register_rpc": register_rpc,
+    "rpc": rpc,
+    "call": call,
+    "rpc_list": rpc_list,
     "lock": platform.lock,
     "unlock": platform.unlock,
     "is_locked": platform.is_locked,
+    **{name: getattr(platform, name) for name in CACHE_CALLS},
 }
 
 IMPLEMENTED = tuple(_IMPLEMENTED)

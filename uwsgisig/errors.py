@@ -13,12 +13,15 @@ from __future__ import annotations
 __all__ = [
     "AppImportError",
     "AttachRefusedError",
+    "CacheConfigError",
     "LockNumberError",
     "MessageQueueFullError",
     "MessageTooLargeError",
     "MonitorPathError",
     "NoSignalAvailableError",
     "NotInRuntimeError",
+    "RpcError",
+    "RpcNotFoundError",
     "ScheduleError",
     "SignalAlreadyRegisteredError",
     "SignalNumberError",
@@ -72,6 +75,19 @@ class LockNumberError(UwsgisigError, ValueError):
             f"invalid lock number {num!r}: this runtime has locks 0 to {count - 1} "
             "(give more with --locks N)"
         )
+
+
+class CacheConfigError(UwsgisigError, ValueError):
+    """A cache option (``--cache``, ``--cache2``) that uwsgisig cannot build a cache from,
+    or a cache the runtime does not have (as uWSGI, a ValueError)."""
+
+
+class RpcError(UwsgisigError, ValueError):
+    """An RPC function that cannot be registered or called: its name, or where it is."""
+
+
+class RpcNotFoundError(UwsgisigError, LookupError):
+    """No RPC function of that name is registered in this process."""
 
 
 class NotInRuntimeError(UwsgisigError, RuntimeError):

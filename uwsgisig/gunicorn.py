@@ -13,15 +13,24 @@ app is then imported by gunicorn's arbiter, and each worker attaches after
 fork) and leaves when it exits. Signal handlers run in a thread of the
 worker, beside the requests; this suits the sync and gthread workers.
 Outside a runtime (no ``$UWSGISIG_ATTACH``) the hooks do nothing.
+
+Under ``uwsgisig run --uwsgi-compat``, importing this module installs the
+``uwsgi``-compatible module first, so an app written for uWSGI (``import
+uwsgi``, ``uwsgidecorators``) runs in gunicorn's workers unchanged.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from . import compat
 from .attaching import attach, detach
 
 __all__ = ["post_worker_init", "worker_exit"]
+
+if os.environ.get(compat.COMPAT_ENV):
+    compat.install()  # gunicorn reads this module before it imports the app
 
 
 def post_worker_init(worker: Any) -> None:

@@ -49,6 +49,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "p": ("--workers", "int"),
     "mules": ("--mules", "int"),
     "locks": ("--locks", "int"),
+    "cache": ("--cache", "int"),
+    "cache2": ("--cache2", "value"),
     "harakiri": ("--harakiri", "number"),
     "farm": ("--farm", "value"),
     "spooler": ("--spooler", "value"),

@@ -47,6 +47,7 @@ API_MODULES = (
     "uwsgisig.hooks",
     "uwsgisig.compat",
     "uwsgisig.lowlevel",
+    "uwsgisig.caching",
 )
 
 

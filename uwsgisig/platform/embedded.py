@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import signal as _signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import (
     MAX_SIGNAL,
+    CacheConfigError,
     NotInRuntimeError,
+    RpcError,
     ScheduleError,
     SignalAlreadyRegisteredError,
     TargetError,
@@ -20,6 +23,7 @@ from ..errors import (
 )
 from ..runtime.child import offload
 from ..runtime.child.attach import Attachment, attach_to
+from ..runtime.ipc.cache import Cache, MathOp
 from ..runtime.ipc.locks import SharedLocks
 from ..runtime.ipc.messages import MessageQueue, PostOffice, as_message
 from ..runtime.ipc.spool import SpoolDir
@@ -28,6 +32,7 @@ from ..runtime.model.app import DECLARED
 from ..runtime.model.config import FarmSpec, MuleProgram
 from ..runtime.model.process import CURRENT
 from ..runtime.model.roles import Role
+from ..runtime.model.rpc import MAX_NAME as MAX_RPC_NAME
 from ..runtime.model.table import TABLE
 from ..runtime.model.targets import Target, parse_target, target_code
 from ..runtime.schedule.cron import CronSpec
@@ -40,14 +45,28 @@ from ..runtime.schedule.events import (
     rb_timer_event,
     timer_event,
 )
-from ..runtime.wire.remote import send_remote_signal
+from ..runtime.wire.remote import parse_address, send_remote_signal
+from ..runtime.wire.rpc import call_remote
 
 __all__ = [
     "NAME",
+    "cache_clear",
+    "cache_dec",
+    "cache_del",
+    "cache_div",
+    "cache_exists",
+    "cache_get",
+    "cache_inc",
+    "cache_keys",
+    "cache_mul",
+    "cache_num",
+    "cache_set",
+    "cache_update",
     "check_cron",
     "check_crontab",
     "check_monitor_path",
     "check_ms_timer",
+    "check_rpc_name",
     "check_timer",
     "add_cron",
     "add_crontab",
@@ -84,6 +103,11 @@ __all__ = [
     "options",
     "parse_target",
     "register_offload",
+    "register_rpc",
+    "rpc_call",
+    "rpc_list",
+    "rpc_registered",
+    "rpc_remote",
     "register_signal",
     "set_message_hook",
     "set_spool_handler",
@@ -584,3 +608,214 @@ def set_user_harakiri(seconds: float) -> None:
     if CURRENT.loop is None:
         raise NotInRuntimeError("set_user_harakiri() works only in a worker, mule or spooler")
     CURRENT.loop.set_user_harakiri(seconds)
+
+
+# ---------------------------------------------------------------- RPC
+
+
+def check_rpc_name(name: object) -> None:
+    """Raise `RpcError` unless ``name`` is a str of 1 to 254 bytes (uWSGI's limit)."""
+    if not isinstance(name, str) or not name:
+        raise RpcError(f"invalid RPC name {name!r}: give a non-empty str")
+    if len(name.encode("utf-8", "surrogateescape")) >= MAX_RPC_NAME:
+        raise RpcError(
+            f"invalid RPC name {name[:20]!r}...: at most {MAX_RPC_NAME - 1} bytes, as in uWSGI"
+        )
+
+
+def register_rpc(name: str, func: Callable[..., object]) -> None:
+    """Register ``func`` as RPC function ``name`` in this process (the master's: in all)."""
+    check_rpc_name(name)
+    if not callable(func):
+        raise TypeError(f"an RPC function must be callable, not {func!r}")
+    if CURRENT.role in (Role.MULE, Role.SPOOLER):
+        raise RpcError(
+            f"cannot register RPC function {name!r} in a {CURRENT.role.name.lower()}: only "
+            "the master (at import) and the workers can, as in uWSGI"
+        )
+    DECLARED.rpc.register(name, func)
+
+
+def rpc_registered(name: str) -> bool:
+    """Whether RPC function ``name`` is registered in this process."""
+    return DECLARED.rpc.get(name) is not None
+
+
+def rpc_call(name: str, args: list[bytes]) -> bytes | None:
+    """Run RPC function ``name`` in this process; its non-empty bytes result, else None."""
+    return DECLARED.rpc.call(name, args)
+
+
+def rpc_remote(node: str, name: str, args: list[bytes]) -> bytes | None:
+    """Call RPC function ``name`` on the node ``node`` (``HOST:PORT``); OSError if unreachable."""
+    host, port = parse_address(node)
+    return call_remote(node, host, port, name.encode("utf-8", "surrogateescape"), args)
+
+
+def rpc_list() -> list[str]:
+    """The RPC functions registered in this process."""
+    return DECLARED.rpc.names()
+
+
+# ---------------------------------------------------------------- caches
+# uWSGI's cache calls, as its Python 3 module behaves (measured on 2.0.31):
+# True or None, never False; keys and values are str (UTF-8) or bytes.
+
+_log = logging.getLogger("uwsgisig")
+_UNKNOWN_CACHES: set[str] = set()
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _cache(name: str | None, call: str, position: int) -> Cache | None:
+    """The cache called ``name`` (the first cache for None); None, logged once, if none."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{call}() argument {position} must be str, not {type(name).__name__}")
+    store = CURRENT.caches
+    if store is None and CURRENT.role is None:
+        raise NotInRuntimeError(
+            "caches exist only in a running runtime: its master, workers, mules and spooler"
+        )
+    found = store.cache(name) if store is not None else None
+    if found is None and (name or "") not in _UNKNOWN_CACHES:
+        _UNKNOWN_CACHES.add(name or "")
+        _log.warning(
+            "no cache %s in this runtime: %s() finds nothing (define caches with --cache N "
+            "or --cache2 name=NAME,items=N; remote caches, NAME@HOST, are not offered)",
+            repr(name) if name else "at all",
+            call,
+        )
+    return found
+
+
+def _cache_bytes(value: object, call: str, position: int) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(
+        f"{call}() argument {position} must be str or bytes, not {type(value).__name__}"
+    )
+
+
+def _cache_int(value: object, call: str, what: str) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"{call}(): {what} must be an int, not {type(value).__name__}")
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise OverflowError(f"{call}(): {what} {value} does not fit in a signed 64-bit int")
+    return int(value)
+
+
+def _true_or_none(done: bool) -> Literal[True] | None:
+    return True if done else None
+
+
+def cache_get(key: str | bytes, cache: str | None = None, /) -> bytes | None:
+    """The value of ``key`` in ``cache`` (the first cache by default); None if absent."""
+    raw = _cache_bytes(key, "cache_get", 1)
+    found = _cache(cache, "cache_get", 2)
+    return found.get(raw) if found is not None else None
+
+
+def _store(
+    call: str, key: object, value: object, expires: object, cache: str | None, update: bool
+) -> Literal[True] | None:
+    raw_key = _cache_bytes(key, call, 1)
+    raw_value = _cache_bytes(value, call, 2)
+    seconds = _cache_int(expires, call, "expires")
+    found = _cache(cache, call, 4)
+    stored = found is not None and found.set(raw_key, raw_value, seconds, update=update)
+    return _true_or_none(stored)
+
+
+def cache_set(
+    key: str | bytes, value: str | bytes, expires: int = 0, cache: str | None = None, /
+) -> Literal[True] | None:
+    """Store ``value`` if ``key`` holds nothing (uWSGI's set); True, or None if not stored."""
+    return _store("cache_set", key, value, expires, cache, update=False)
+
+
+def cache_update(
+    key: str | bytes, value: str | bytes, expires: int = 0, cache: str | None = None, /
+) -> Literal[True] | None:
+    """Store ``value`` whether or not ``key`` holds one; True, or None if refused."""
+    return _store("cache_update", key, value, expires, cache, update=True)
+
+
+def cache_del(key: str | bytes, cache: str | None = None, /) -> Literal[True] | None:
+    """Remove ``key``; True, or None if it held nothing."""
+    raw = _cache_bytes(key, "cache_del", 1)
+    found = _cache(cache, "cache_del", 2)
+    return _true_or_none(found is not None and found.delete(raw))
+
+
+def cache_exists(key: str | bytes, cache: str | None = None, /) -> Literal[True] | None:
+    """True if ``key`` holds a value that has not expired, else None."""
+    raw = _cache_bytes(key, "cache_exists", 1)
+    found = _cache(cache, "cache_exists", 2)
+    return _true_or_none(found is not None and found.exists(raw))
+
+
+def cache_clear(cache: str | None = None, /) -> Literal[True] | None:
+    """Remove every item of ``cache``; True, or None if there is no such cache."""
+    found = _cache(cache, "cache_clear", 1)
+    if found is None:
+        return None
+    found.clear()
+    return True
+
+
+def _math(
+    call: str, op: str, key: object, value: object, expires: object, cache: str | None
+) -> Literal[True] | None:
+    raw = _cache_bytes(key, call, 1)
+    delta = _cache_int(value, call, "value")
+    seconds = _cache_int(expires, call, "expires")
+    found = _cache(cache, call, 4)
+    return _true_or_none(found is not None and found.math(raw, op, delta, seconds))
+
+
+def cache_inc(
+    key: str | bytes, value: int = 1, expires: int = 0, cache: str | None = None, /
+) -> Literal[True] | None:
+    """Add ``value`` to the int64 in ``key`` (a new key starts at the cache's math_initial)."""
+    return _math("cache_inc", MathOp.INC, key, value, expires, cache)
+
+
+def cache_dec(
+    key: str | bytes, value: int = 1, expires: int = 0, cache: str | None = None, /
+) -> Literal[True] | None:
+    """Subtract ``value`` from the int64 in ``key``."""
+    return _math("cache_dec", MathOp.DEC, key, value, expires, cache)
+
+
+def cache_mul(
+    key: str | bytes, value: int = 2, expires: int = 0, cache: str | None = None, /
+) -> Literal[True] | None:
+    """Multiply the int64 in ``key`` by ``value``."""
+    return _math("cache_mul", MathOp.MUL, key, value, expires, cache)
+
+
+def cache_div(
+    key: str | bytes, value: int = 2, expires: int = 0, cache: str | None = None, /
+) -> Literal[True] | None:
+    """Divide the int64 in ``key`` by ``value`` (truncating; by 0 gives 0, as in uWSGI)."""
+    return _math("cache_div", MathOp.DIV, key, value, expires, cache)
+
+
+def cache_num(key: str | bytes, cache: str | None = None, /) -> int:
+    """The int64 in ``key``; 0 if it is absent or does not hold 8 bytes."""
+    raw = _cache_bytes(key, "cache_num", 1)
+    found = _cache(cache, "cache_num", 2)
+    return found.num(raw) if found is not None else 0
+
+
+def cache_keys(cache: str | None = None, /) -> list[bytes]:
+    """Every key of ``cache`` that holds a live value; ValueError if there is no such cache."""
+    found = _cache(cache, "cache_keys", 1)
+    if found is None:
+        raise CacheConfigError(
+            f"no local uWSGI cache available: this runtime has no cache {cache!r}"
+            if cache
+            else "no local uWSGI cache available: this runtime has no cache"
+        )
+    return found.keys()

@@ -44,6 +44,7 @@ __all__ = list(embedded.__all__)  # the same calls as the embedded engine
 # Checks of arguments alone: uWSGI takes whatever the embedded engine takes.
 check_cron = embedded.check_cron
 check_monitor_path = embedded.check_monitor_path
+check_rpc_name = embedded.check_rpc_name
 on_reset = embedded.on_reset
 
 NAME = "uwsgi"
@@ -486,3 +487,119 @@ def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> Non
         return SPOOL_OK if result is None else int(result)  # type: ignore[call-overload]
 
     uwsgi.spooler = run_job
+
+
+# ---------------------------------------------------------------- RPC
+
+
+def register_rpc(name: str, func: Callable[..., object]) -> None:
+    """Register ``func`` as RPC function ``name`` with uWSGI."""
+    embedded.check_rpc_name(name)
+    if not callable(func):
+        raise TypeError(f"an RPC function must be callable, not {func!r}")
+    uwsgi.register_rpc(name, func)
+
+
+def rpc_registered(name: str) -> bool:
+    """Whether RPC function ``name`` is registered in this process."""
+    return name.encode("utf-8", "surrogateescape") in uwsgi.rpc_list()
+
+
+def rpc_call(name: str, args: list[bytes]) -> bytes | None:
+    """Run RPC function ``name`` in this process through uWSGI."""
+    return uwsgi.call(name.encode("utf-8", "surrogateescape"), *args)
+
+
+def rpc_remote(node: str, name: str, args: list[bytes]) -> bytes | None:
+    """Call RPC function ``name`` on the node at ``node`` through uWSGI.
+
+    uWSGI gives None for a node it cannot reach, as for a function with no result.
+    """
+    return uwsgi.rpc(node, name.encode("utf-8", "surrogateescape"), *args)
+
+
+def rpc_list() -> list[str]:
+    """The RPC functions registered in this process."""
+    return [os.fsdecode(name) for name in uwsgi.rpc_list()]
+
+
+# ---------------------------------------------------------------- caches
+# Passed on as they are: uWSGI's module answers True or None, bytes, and
+# raises TypeError for what it refuses. A cache name of None is left out,
+# as uWSGI takes no None for it.
+
+
+def _named(*args: object) -> tuple[object, ...]:
+    return args[:-1] if args[-1] is None else args
+
+
+def cache_get(key: str | bytes, cache: str | None = None, /) -> bytes | None:
+    """uWSGI's ``cache_get``: the value of ``key``, or None."""
+    return uwsgi.cache_get(*_named(key, cache))
+
+
+def cache_set(
+    key: str | bytes, value: str | bytes, expires: int = 0, cache: str | None = None, /
+) -> bool | None:
+    """uWSGI's ``cache_set``: True if stored, None if ``key`` holds a value or it is refused."""
+    return uwsgi.cache_set(*_named(key, value, expires, cache))
+
+
+def cache_update(
+    key: str | bytes, value: str | bytes, expires: int = 0, cache: str | None = None, /
+) -> bool | None:
+    """uWSGI's ``cache_update``: True if stored, None if refused."""
+    return uwsgi.cache_update(*_named(key, value, expires, cache))
+
+
+def cache_del(key: str | bytes, cache: str | None = None, /) -> bool | None:
+    """uWSGI's ``cache_del``: True if ``key`` was removed, else None."""
+    return uwsgi.cache_del(*_named(key, cache))
+
+
+def cache_exists(key: str | bytes, cache: str | None = None, /) -> bool | None:
+    """uWSGI's ``cache_exists``: True or None."""
+    return uwsgi.cache_exists(*_named(key, cache))
+
+
+def cache_clear(cache: str | None = None, /) -> bool | None:
+    """uWSGI's ``cache_clear``: True, or None if there is no such cache."""
+    return uwsgi.cache_clear() if cache is None else uwsgi.cache_clear(cache)
+
+
+def cache_inc(
+    key: str | bytes, value: int = 1, expires: int = 0, cache: str | None = None, /
+) -> bool | None:
+    """uWSGI's ``cache_inc``."""
+    return uwsgi.cache_inc(*_named(key, value, expires, cache))
+
+
+def cache_dec(
+    key: str | bytes, value: int = 1, expires: int = 0, cache: str | None = None, /
+) -> bool | None:
+    """uWSGI's ``cache_dec``."""
+    return uwsgi.cache_dec(*_named(key, value, expires, cache))
+
+
+def cache_mul(
+    key: str | bytes, value: int = 2, expires: int = 0, cache: str | None = None, /
+) -> bool | None:
+    """uWSGI's ``cache_mul``."""
+    return uwsgi.cache_mul(*_named(key, value, expires, cache))
+
+
+def cache_div(
+    key: str | bytes, value: int = 2, expires: int = 0, cache: str | None = None, /
+) -> bool | None:
+    """uWSGI's ``cache_div``."""
+    return uwsgi.cache_div(*_named(key, value, expires, cache))
+
+
+def cache_num(key: str | bytes, cache: str | None = None, /) -> int:
+    """uWSGI's ``cache_num``: the int64 in ``key``, or 0."""
+    return uwsgi.cache_num(*_named(key, cache))
+
+
+def cache_keys(cache: str | None = None, /) -> list[bytes]:
+    """uWSGI's ``cache_keys``; ValueError if there is no such cache."""
+    return uwsgi.cache_keys() if cache is None else uwsgi.cache_keys(cache)

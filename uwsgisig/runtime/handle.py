@@ -51,11 +51,14 @@ class RuntimeHandle:
         config: RuntimeConfig,
         remote_signals: str | None = None,
         ring: Ring | None = None,
+        rpc_socket: str | None = None,
     ) -> None:
         self.pid = pid
         self.config = config
         # Where the runtime takes remote signals (HOST:PORT, the port it got), or None.
         self.remote_signals = remote_signals
+        # Where the workers answer RPC requests (HOST:PORT, the port it got), or None.
+        self.rpc_socket = rpc_socket
         self._link = MasterLink(sock, send_timeout=config.send_timeout, ring=ring)
         self._loop = SignalLoop(self._link, [], table=None)
         self.returncode: int | None = None

@@ -15,15 +15,17 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from ..errors import TargetError
+from ..errors import AppImportError, TargetError
 from .child import run_child
 from .handle import ProcessInfo, RuntimeHandle
+from .ipc.cache import CacheStore
 from .ipc.posix import die_with_parent, set_title
 from .ipc.rings import Rings
 from .master import Master
 from .master.door import bind_door
 from .master.listener import address_of, bind_listener
 from .model.app import DECLARED, import_app
+from .model.caches import CacheSpec, cache_specs
 from .model.config import FarmSpec, MuleProgram, RuntimeConfig, parse_farm
 from .model.process import CURRENT
 from .model.roles import Role
@@ -47,6 +49,11 @@ class Runtime:
     only, or the directory of its spool jobs. ``remote_signals`` (``HOST:PORT``,
     port 0 for a free one) lets other nodes raise signals over the uwsgi
     protocol; a non-loopback host needs ``remote_signals_any=True``.
+    ``rpc_socket`` (``HOST:PORT``) is where the forked workers answer uWSGI
+    RPC requests and remote signals, as a uWSGI node's socket does; a
+    non-loopback host needs ``rpc_socket_any=True``. ``need_app=False`` logs an
+    app that raises while it is imported and goes on with what it registered,
+    as uWSGI 2.0 does (``uwsgisig run --uwsgi-compat``).
     ``graceful_stop`` makes SIGTERM let running handlers finish, for up to
     ``stop_timeout`` seconds, instead of ending them at once. ``attach``
     keeps that many worker slots, after the ``workers`` it forks, for
@@ -67,6 +74,9 @@ class Runtime:
     ``stats`` (a unix socket path or a loopback ``host:port``) serves the
     runtime's state as JSON in uWSGI's shape, over HTTP with ``stats_http``.
     ``locks`` adds user locks 1 to N beside lock 0 (uWSGI's ``--locks``).
+    ``cache`` makes uWSGI's default cache of that many items (``--cache N``);
+    ``cache2`` adds caches in ``--cache2`` syntax (``"name=NAME,items=N"``) or
+    as `CacheSpec` values. Every process of the runtime shares them.
     ``harakiri`` kills (and replaces) a worker, mule or spooler whose signal
     handler runs that many seconds (0: no limit).
     """
@@ -89,6 +99,9 @@ class Runtime:
         log_file: str | os.PathLike[str] | None = None,
         remote_signals: str | None = None,
         remote_signals_any: bool = False,
+        rpc_socket: str | None = None,
+        rpc_socket_any: bool = False,
+        need_app: bool = True,
         attach: int = 0,
         attach_socket: str | os.PathLike[str] | None = None,
         command: Sequence[str] = (),
@@ -106,6 +119,8 @@ class Runtime:
         stats: str | os.PathLike[str] | None = None,
         stats_http: bool = False,
         locks: int = 0,
+        cache: int = 0,
+        cache2: Iterable[str | CacheSpec] = (),
         harakiri: float = 0.0,
     ) -> None:
         self.app = app
@@ -128,6 +143,9 @@ class Runtime:
             log_file=None if log_file is None else os.fspath(log_file),
             remote_signals=remote_signals,
             remote_signals_any=remote_signals_any,
+            rpc_socket=rpc_socket,
+            rpc_socket_any=rpc_socket_any,
+            need_app=need_app,
             attach=attach,
             attach_socket=os.fspath(attach_socket) if attach_socket is not None else None,
             command=tuple(command),
@@ -145,6 +163,7 @@ class Runtime:
             stats=os.fspath(stats) if stats is not None else None,
             stats_http=stats_http,
             locks=locks,
+            caches=cache_specs(cache, cache2),
             harakiri=harakiri,
         )
 
@@ -156,6 +175,7 @@ class Runtime:
         """Fork a master that runs this runtime; return once every child is ready."""
         # Bound here, so a bad address fails in the caller and the handle knows the port.
         listening = listen_for_remote_signals(self.config)
+        rpc_listening = listen_for_rpc(self.config)
         config, door = open_door(self.config)
         parent_end, master_end = socket.socketpair()
         rings = Rings(1)  # the handle's frames to the master, shared across the fork
@@ -172,6 +192,7 @@ class Runtime:
                     controller_rings=rings,
                     listening=listening,
                     door=door,
+                    rpc_listening=rpc_listening,
                 )
             except BaseException:
                 traceback.print_exc()
@@ -185,8 +206,17 @@ class Runtime:
         if listening is not None:
             remote = address_of(listening)
             listening.close()  # the master has its own copy
+        rpc_address = None
+        if rpc_listening is not None:
+            rpc_address = address_of(rpc_listening)
+            rpc_listening.close()
         handle = RuntimeHandle(
-            pid, parent_end, config, remote_signals=remote, ring=rings.ring(0)
+            pid,
+            parent_end,
+            config,
+            remote_signals=remote,
+            ring=rings.ring(0),
+            rpc_socket=rpc_address,
         )
         try:
             handle.wait_ready(ready_timeout)
@@ -203,6 +233,7 @@ def serve(
     listening: socket.socket | None = None,
     controller_rings: Rings | None = None,
     door: socket.socket | None = None,
+    rpc_listening: socket.socket | None = None,
 ) -> int:
     """Be the master: listen, import the app, check it, fork, and loop."""
     configure_logging(config.log_file, config.log_level)
@@ -210,14 +241,35 @@ def serve(
     set_title(f"uwsgisig master{f' [{app}]' if app else ''}", "uwsgisig master")
     if listening is None:
         listening = listen_for_remote_signals(config)
+    if rpc_listening is None:
+        rpc_listening = listen_for_rpc(config)
     if door is None:
         config, door = open_door(config)
     CURRENT.role = Role.MASTER
     CURRENT.id = 0
     CURRENT.masterpid = os.getpid()
     CURRENT.config = config
+    # Before the app: its import may use the caches, as it may under uWSGI.
+    CURRENT.caches = caches = CacheStore.create(config.caches) if config.caches else None
+    try:
+        return _serve_app(app, config, controller, listening, controller_rings, door, rpc_listening)
+    finally:
+        if caches is not None:
+            caches.remove()
+
+
+def _serve_app(
+    app: str | None,
+    config: RuntimeConfig,
+    controller: socket.socket | None,
+    listening: socket.socket | None,
+    controller_rings: Rings | None,
+    door: socket.socket | None,
+    rpc_listening: socket.socket | None,
+) -> int:
+    """Import the app, check it, build the master and run it."""
     if app is not None:
-        import_app(app)
+        import_or_log(app, config.need_app)
     config = with_declarations(config)
     check_programs(config)
     for num, seconds in config.timers:
@@ -235,6 +287,8 @@ def serve(
         controller_rings=controller_rings,
         listening=listening,
         door=door,
+        rpc_listening=rpc_listening,
+        caches=CURRENT.caches,
     )
     check_targets(master)
     try:
@@ -248,6 +302,28 @@ def listen_for_remote_signals(config: RuntimeConfig) -> socket.socket | None:
     if config.remote_signals is None:
         return None
     return bind_listener(config.remote_signals, config.remote_signals_any)
+
+
+def import_or_log(app: str, need_app: bool) -> None:
+    """Import the app; unless ``need_app``, an app that raises is logged, as uWSGI 2.0 does."""
+    try:
+        import_app(app)
+    except AppImportError as exc:
+        if need_app:
+            raise
+        log.error("%s\nno app loaded: going on with what it registered before it raised", exc)
+
+
+def listen_for_rpc(config: RuntimeConfig) -> socket.socket | None:
+    """The socket where the workers answer RPC requests, if the config asks for one."""
+    if config.rpc_socket is None:
+        return None
+    return bind_listener(
+        config.rpc_socket,
+        config.rpc_socket_any,
+        what="RPC requests",
+        allow_with="rpc_socket_any=True (--rpc-socket-any)",
+    )
 
 
 def open_door(config: RuntimeConfig) -> tuple[RuntimeConfig, socket.socket | None]:

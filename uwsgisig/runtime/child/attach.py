@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import AttachRefusedError
+from ..ipc.cache import CacheStore
 from ..ipc.link import MasterGone, MasterLink
 from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
@@ -178,4 +179,6 @@ def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) 
     CURRENT.loop = loop
     CURRENT.post = post
     CURRENT.locks = SharedLocks(answer["locks"], fd=locks_fd)
+    if answer.get("caches"):  # the directory of the runtime's caches: open our own
+        CURRENT.caches = CacheStore.join(config.caches, answer["caches"])
     return Attachment(door, link, loop, answer["id"])

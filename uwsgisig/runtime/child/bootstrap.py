@@ -14,6 +14,7 @@ from ..model.app import DECLARED
 from ..model.process import CURRENT, ChildSpec
 from .loop import SignalLoop, describe_self
 from .programs import run_program
+from .rpc import RpcServer
 
 __all__ = ["reset_posix_signals", "run_child", "run_hooks"]
 
@@ -29,7 +30,12 @@ def run_child(spec: ChildSpec) -> int:
     link = MasterLink(
         spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress, ring=spec.ring
     )
-    loop = SignalLoop(link, spec.queues, spec.table, spec.mailbox)
+    rpc = (
+        RpcServer(spec.rpc_listening, DECLARED.rpc, link.raise_signal, describe_self)
+        if spec.rpc_listening is not None
+        else None
+    )
+    loop = SignalLoop(link, spec.queues, spec.table, spec.mailbox, rpc=rpc)
     loop.harakiri_ns = int(spec.config.harakiri * 1e9)
     set_title(*titles_of(spec))
     CURRENT.role = spec.role
@@ -40,6 +46,7 @@ def run_child(spec: ChildSpec) -> int:
     CURRENT.farms = spec.farms
     CURRENT.post = spec.post
     CURRENT.locks = spec.locks
+    CURRENT.caches = spec.caches
     os.register_at_fork(after_in_child=_leave_runtime)
     signal.signal(signal.SIGHUP, lambda signum, frame: loop.request_stop())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -111,5 +118,7 @@ def _leave_runtime() -> None:
         if loop.mailbox is not None:
             for box in loop.mailbox.queues():
                 box.read_end.close()
+        if loop.rpc is not None:
+            loop.rpc.sock.close()  # nor take its RPC requests
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     CURRENT.reset()

@@ -34,6 +34,7 @@ from ..model.process import CURRENT
 from ..model.table import SignalTable
 from ..wire.frames import ANY_SIGNAL, Op
 from .offload import deliver, is_call, run_call
+from .rpc import RpcServer
 
 __all__ = ["SignalLoop", "describe_self"]
 
@@ -97,6 +98,10 @@ class SignalLoop:
     own), other threads wake the loop through a socket of its own: for signal
     frames they read into the link's inbox, or a wait() they ask this loop to
     run (`wait` from another thread).
+
+    ``rpc`` (a forked worker's, when the runtime has an RPC socket) answers
+    requests from other nodes while the loop is idle in `serve_forever`, never
+    while it waits in wait().
     """
 
     def __init__(
@@ -106,8 +111,11 @@ class SignalLoop:
         table: SignalTable | None,
         mailbox: Mailbox | None = None,
         threads: bool = False,
+        rpc: RpcServer | None = None,
     ) -> None:
         self.link = link
+        self.rpc = rpc
+        self._rpc_fd = rpc.fileno() if rpc is not None else -1
         self._wake: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._wake_fd = -1
@@ -138,15 +146,18 @@ class SignalLoop:
         self._hot: socket.socket | MessageQueue | None = None
         self._hot_fd = -1
         self._streak = 0
-        self._sources: dict[tuple[bool, tuple[int, ...]], Sources] = {}
+        self._sources: dict[tuple[bool, tuple[int, ...], bool], Sources] = {}
         self._signals = self.sources(signals=True, mail=())
         self._everything = self.sources(
-            signals=True, mail=mailbox.queues() if mailbox is not None else ()
+            signals=True, mail=mailbox.queues() if mailbox is not None else (), rpc=True
         )
 
-    def sources(self, *, signals: bool, mail: tuple[MessageQueue, ...]) -> Sources:
-        """The sources (and their poller, made once) of a wait for signals and/or ``mail``."""
-        key = (signals, tuple(queue.fileno() for queue in mail))
+    def sources(
+        self, *, signals: bool, mail: tuple[MessageQueue, ...], rpc: bool = False
+    ) -> Sources:
+        """The sources (and their poller, made once) of a wait for signals and/or ``mail``,
+        and for RPC requests with ``rpc``."""
+        key = (signals, tuple(queue.fileno() for queue in mail), rpc)
         known = self._sources.get(key)
         if known is not None:
             return known
@@ -157,6 +168,8 @@ class SignalLoop:
         own = self.mailbox.own if self.mailbox is not None else None
         for queue in mail:
             (plain if queue is own else shared).append(queue.fileno())
+        if rpc and self.rpc is not None:
+            shared.append(self._rpc_fd)  # one idle worker is woken per connection
         made = Sources(
             signals,
             {queue.fileno(): queue for queue in mail},
@@ -310,6 +323,9 @@ class SignalLoop:
             for fd, _ in events:
                 if fd == link_fd:
                     link.read(None)
+                    continue
+                if fd == self._rpc_fd:
+                    self.rpc.serve_one()  # type: ignore[union-attr]
                     continue
                 if fd == self._wake_fd:
                     self._drain_wake()

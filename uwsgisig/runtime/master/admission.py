@@ -89,6 +89,7 @@ def admit(
         "mules": master.config.mule_count,
         "farms": {farm.name: list(farm.mules) for farm in master.config.farms},
         "locks": master.locks.count,
+        "caches": master.caches.path if master.caches is not None else None,
     }
     fds = [
         slot.child_end.fileno(),

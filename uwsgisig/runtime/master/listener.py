@@ -55,15 +55,21 @@ READ_SIZE = 65536
 DRAIN_READS = 4
 
 
-def bind_listener(address: str, allow_any: bool = False) -> socket.socket:
+def bind_listener(
+    address: str,
+    allow_any: bool = False,
+    *,
+    what: str = "remote signals",
+    allow_with: str = "remote_signals_any=True (--remote-signals-any)",
+) -> socket.socket:
     """A listening socket on ``address``; OSError naming it if it cannot be bound."""
-    host, port = parse_listen_address(address, allow_any)
+    host, port = parse_listen_address(address, allow_any, what=what, allow_with=allow_with)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as exc:
         raise OSError(
-            exc.errno, f"cannot listen for remote signals on {address}: {exc.strerror or exc}"
+            exc.errno, f"cannot listen for {what} on {address}: {exc.strerror or exc}"
         ) from exc
     sock.setblocking(False)
     return sock

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
+from ..ipc.cache import SWEEP_INTERVAL, CacheStore
 from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
 from ..ipc.posix import STOP_SIGNALS, kill_group
@@ -41,7 +42,7 @@ from .command import Command
 from .door import Admission, AttachDoor
 from .fifo import MasterFifo
 from .flow import Flow
-from .listener import RemoteListener
+from .listener import RemoteListener, address_of
 from .operations import (
     TOUCH_INTERVAL,
     Pidfile,
@@ -91,8 +92,13 @@ class Master:
         controller_rings: Rings | None = None,
         listening: socket.socket | None = None,
         door: socket.socket | None = None,
+        rpc_listening: socket.socket | None = None,
+        caches: CacheStore | None = None,
     ) -> None:
         self.config = config
+        self.caches = caches  # made before the app was imported; the master sweeps them
+        # The workers' RPC socket: the master never reads it, its forked workers do.
+        self.rpc_listening = rpc_listening
         self.table = table
         self.hooks = hooks
         self.child_main = child_main
@@ -277,6 +283,8 @@ class Master:
         if self.touch_files:
             self.supervisor.call_later(TOUCH_INTERVAL, self._look_at_touch_files)
         self.supervisor.call_later(HARAKIRI_INTERVAL, self._harakiri)
+        if self.caches is not None:
+            self.supervisor.call_later(SWEEP_INTERVAL, self._sweep_caches)
         if self.fifo is not None:
             self.fifo.start()
         if self.stats_server is not None:
@@ -294,6 +302,8 @@ class Master:
             self.add_event(rb_timer_event(num, seconds))
         if self.remote is not None:
             self.remote.start()
+        if self.rpc_listening is not None:
+            log.info("workers answer RPC requests on %s", address_of(self.rpc_listening))
         if self.door is not None:
             self.door.start()
         for num in CURRENT.early_signals:
@@ -652,7 +662,9 @@ class Master:
         mule = slot.role == Role.MULE
         queues = self._queues_of(slot)
         mailbox = self.post.mailbox(slot.id) if mule else None
+        rpc = self.rpc_listening if slot.role == Role.WORKER else None
         keep = {
+            *([rpc.fileno()] if rpc is not None else []),
             slot.child_end.fileno(),
             self.locks.fd,
             *(queue.read_end.fileno() for queue in queues),
@@ -682,6 +694,8 @@ class Master:
                 else (),
                 program=self.config.program_of(slot.id) if mule else None,
                 spool=self.spool if slot.role == Role.SPOOLER else None,
+                rpc_listening=rpc,
+                caches=self.caches,
             )
         )
 
@@ -706,6 +720,8 @@ class Master:
         fds.append(self._monitor_fd)
         if self.remote is not None:
             fds += self.remote.fds()  # a child must not keep peers' connections open
+        if self.rpc_listening is not None:
+            fds.append(self.rpc_listening.fileno())
         if self.door is not None:
             fds += self.door.fds()
         if self.fifo is not None:
@@ -896,6 +912,18 @@ class Master:
     def _doing(self, slot: Slot) -> str:
         num = slot.progress.running
         return "idle" if num is None else self.describe_work(slot)
+
+    def _sweep_caches(self) -> None:
+        """Remove expired cache items, every few seconds (uWSGI's cache sweeper)."""
+        assert self.caches is not None
+        try:
+            removed = self.caches.sweep()
+        except Exception:
+            log.exception("sweeping the caches failed; trying again in %g s", SWEEP_INTERVAL)
+        else:
+            if removed:
+                log.debug("removed %d expired cache items", removed)
+        self.supervisor.call_later(SWEEP_INTERVAL, self._sweep_caches)
 
     def _harakiri(self) -> None:
         """Kill every child that outlived its handler's or its own harakiri (uWSGI's)."""

@@ -162,6 +162,7 @@ def snapshot(master: Master) -> dict[str, Any]:
         "gid": os.getgid(),
         "cwd": os.getcwd(),
         "locks": [],
+        "caches": _caches_stats(master),
         "sockets": [],
         "paused": master.router.paused is not None,
         "workers": workers_stats(master),
@@ -184,6 +185,23 @@ def snapshot(master: Master) -> dict[str, Any]:
         "signals_held": len(master.router.held),
         "signals_dropped": master.router.held.dropped,
     }
+
+
+def _caches_stats(master: Master) -> list[dict[str, Any]]:
+    """uWSGI's figures of each cache (uwsgisig counts no hits, misses or full events)."""
+    if master.caches is None:
+        return []
+    return [
+        {
+            "name": cache.name,
+            "keysize": cache.spec.keysize,
+            "max_items": cache.spec.items,
+            "blocksize": cache.spec.blocksize,
+            "items": len(cache),
+            "purge_lru": cache.spec.purge_lru,
+        }
+        for cache in master.caches.caches.values()
+    ]
 
 
 def workers_stats(master: Master) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import attrs
 
 from ...errors import AppImportError, TargetError
 from .config import FarmSpec, MuleProgram
+from .rpc import RpcFunctions
 from .table import TABLE
 
 if TYPE_CHECKING:  # the model is imported by every layer above it, never the reverse
@@ -57,6 +58,8 @@ class Declarations:
     message_hook: Callable[[bytes], object] | None = None
     # Called with each spool job; returns None or SPOOL_OK when the job is done.
     spool_handler: Callable[[dict[str, Any]], object] | None = None
+    # RPC functions by name (uWSGI's register_rpc).
+    rpc: RpcFunctions = attrs.field(factory=RpcFunctions)
     # What layers above the runtime keep about the same declarations (the API's
     # registry of signals): cleared with everything else.
     _reset_hooks: list[Callable[[], object]] = attrs.field(factory=list)

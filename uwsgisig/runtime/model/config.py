@@ -10,6 +10,7 @@ import attrs
 
 from ...errors import TargetError
 from .addresses import parse_listen_address
+from .caches import CacheSpec, check_unique
 
 __all__ = ["ATTACH_ENV", "FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
 
@@ -151,10 +152,16 @@ class RuntimeConfig:
     harakiri: float = attrs.field(default=0.0, validator=_seconds_or_zero)
     # uWSGI's --locks: user locks 1..locks, beside lock 0, which is always there.
     locks: int = attrs.field(default=0, validator=_at_least(0))
+    # uWSGI's --cache N and --cache2: the caches every process shares; the first
+    # is the one a call without a cache name uses.
+    caches: tuple[CacheSpec, ...] = attrs.field(default=(), converter=tuple)
     # uWSGI's master FIFOs: named pipes that take one-letter commands.
     master_fifo: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # The app as it was given (module or path), for process titles and logs.
     app: str | None = None
+    # Whether an app that raises while it is imported stops the start (False: it
+    # is logged and the runtime goes on with what the app registered, as uWSGI 2.0).
+    need_app: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     # Where the stats server listens (a unix socket path or a loopback host:port),
     # and whether it answers over HTTP.
     stats: str | None = None
@@ -183,8 +190,13 @@ class RuntimeConfig:
     remote_signals: str | None = None
     # Whether that address may be other than loopback: whoever reaches it raises signals.
     remote_signals_any: bool = False
+    # HOST:PORT where the workers answer uWSGI RPC requests (and remote signals), if anywhere.
+    rpc_socket: str | None = None
+    # Whether that address may be other than loopback: whoever reaches it calls RPC functions.
+    rpc_socket_any: bool = False
 
     def __attrs_post_init__(self) -> None:
+        check_unique(self.caches)
         if self.workers + self.attach < 1:
             raise ValueError(
                 f"invalid workers {self.workers!r}: a runtime needs at least one worker, "
@@ -192,6 +204,13 @@ class RuntimeConfig:
             )
         if self.remote_signals is not None:
             parse_listen_address(self.remote_signals, self.remote_signals_any)
+        if self.rpc_socket is not None:
+            parse_listen_address(
+                self.rpc_socket,
+                self.rpc_socket_any,
+                what="RPC requests",
+                allow_with="rpc_socket_any=True (--rpc-socket-any)",
+            )
         programmed = [program.mule for program in self.programs]
         for mule in programmed:
             if programmed.count(mule) > 1:

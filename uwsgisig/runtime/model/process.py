@@ -15,6 +15,7 @@ from .table import SignalTable
 
 if TYPE_CHECKING:  # the model is imported by every layer above it, never the reverse
     from ..child import SignalLoop
+    from ..ipc.cache import CacheStore
     from ..ipc.locks import SharedLocks
     from ..ipc.messages import Mailbox, PostOffice
     from ..ipc.progress import ProgressCell
@@ -38,6 +39,7 @@ class ProcessState:
     farms: tuple[str, ...] = ()  # names of the farms this mule belongs to
     post: PostOffice | None = None  # in a child: the runtime's mule message queues
     locks: SharedLocks | None = None  # in a child: the runtime's user locks
+    caches: CacheStore | None = None  # in the master and its children: the runtime's caches
 
     def reset(self) -> None:
         """Forget everything: this process is in no runtime (a test, a forked copy)."""
@@ -66,6 +68,8 @@ class ChildSpec:
     farms: tuple[str, ...] = ()
     program: MuleProgram | None = None
     spool: SpoolDir | None = None
+    caches: CacheStore | None = None  # the runtime's caches, if it has any
+    rpc_listening: socket.socket | None = None  # a forked worker's: the runtime's RPC socket
 
 
 CURRENT = ProcessState()
