@@ -175,15 +175,23 @@ def test_messages_are_dispatched_to_offloaded_calls_or_the_hook(fake):
 
 
 @pytest.mark.timeout(10)
-def test_spool_jobs_are_bytes_for_uwsgi_and_str_keyed_for_the_handler(fake):
+def test_spool_jobs_are_bytes_for_uwsgi_and_come_back_as_they_went_in(fake):
     stand_in, module = fake
     stand_in.answers["spool"] = b"/spool/uwsgi_spoolfile_1"
-    assert module.spool({"to": "ops"}, body=b"B", at=12.5) == "/spool/uwsgi_spoolfile_1"
-    assert stand_in.calls == [("spool", ({b"to": b"ops", b"body": b"B", b"at": b"12"},))]
+    job = {"to": "ops", "tries": 3, "cc": ["a", b"\xff"], "meta": {"on": True}}
+    assert module.spool(job, body=b"B", at=12.5) == "/spool/uwsgi_spoolfile_1"
+    ((call, (sent,)),) = stand_in.calls
+    assert call == "spool"
+    assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in sent.items())
+    assert sent[b"at"] == b"12"
     jobs: list[dict[str, Any]] = []
     module.set_spool_handler(jobs.append)
     run_job = stand_in.__dict__["spooler"]
-    assert run_job({b"to": b"ops"}) == -2  # None is done: SPOOL_OK
-    assert jobs == [{"to": b"ops"}]
+    assert run_job({**sent, "spooler_task_name": b"uwsgi_spoolfile_1"}) == -2  # None: SPOOL_OK
+    assert jobs == [{**job, "body": b"B", "spooler_task_name": b"uwsgi_spoolfile_1"}]
+    assert run_job({b"to": b"ops"}) == -2  # another writer's job: uWSGI's bytes values
+    assert jobs[-1] == {"to": b"ops"}
+    with pytest.raises(NotImplementedError, match="retries"):
+        module.spool(job, retries=3)
     module.set_spool_handler(lambda job: 1 / 0)
     assert stand_in.__dict__["spooler"]({b"to": b"ops"}) == -1  # raised: SPOOL_RETRY

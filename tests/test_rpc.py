@@ -408,18 +408,21 @@ def server_children(server: Server) -> list[int]:
     return list(children_of(server.process.pid))
 
 
-def test_rpc_under_a_real_uwsgi_through_the_api(tmp_path: Path):
-    (tmp_path / "out.txt").touch()
+def test_rpc_and_locks_under_a_real_uwsgi_through_the_api(tmp_path: Path):
     server = start_uwsgi(
-        APPS / "rpc_api.py",
+        APPS / "api_under_uwsgi.py",
         tmp_path,
-        ["--processes", "1", "--http-socket", "127.0.0.1:0"],
+        ["--processes", "1", "--locks", "2", "--http-socket", "127.0.0.1:0"],
         {},
     )
     try:
         (http_port,) = uwsgi_ports(server, 1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=15) as reply:
-            said = reply.read().decode()
-        assert said == "hello abc|hello x|['hello']|RpcNotFoundError"
+        said = {}
+        for path in ("/rpc", "/locks"):
+            url = f"http://127.0.0.1:{http_port}{path}"
+            with urllib.request.urlopen(url, timeout=15) as reply:
+                said[path] = reply.read().decode()
     finally:
         server.stop()
+    assert said["/rpc"] == "hello abc|hello x|['hello']|RpcNotFoundError"
+    assert said["/locks"] == "False|True|False|LockNumberError"

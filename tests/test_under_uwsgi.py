@@ -156,6 +156,6 @@ def test_messages_mule_loops_the_spooler_and_refusals_under_uwsgi(tmp_path):
         ("twice", "SignalAlreadyRegisteredError", "master"),
         ("message", "hello", "mule1"),
         ("loop", "mule3"),  # twice at least: the loop returned and uWSGI restarted it
-        ("job", "j1", "payload", "spooler"),
+        ("job", "j1", "payload", "str", "spooler"),
         ("wait-timeout", "NotImplementedError", "worker1"),
     }

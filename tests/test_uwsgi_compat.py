@@ -107,7 +107,11 @@ def assert_the_example_ran(records: Records, spool: Path) -> set[int]:
     assert records.of("cron")[0][2].startswith("worker")
     ticks = records.of("tick", 2)
     assert all(words[1] == "20" and words[2].startswith("worker") for words in ticks)
-    wait_for(lambda: not any(spool.iterdir()), 10, "the spooler to delete the done job")
+    wait_for(
+        lambda: not [e for e in spool.iterdir() if not e.name.startswith(".running-")],
+        10,
+        "the spooler to delete the done job",
+    )
     return {int(words[-1]) for words in started}
 
 
@@ -227,7 +231,8 @@ def test_spool_takes_uwsgi_jobs_and_returns_the_path_as_bytes(tmp_path):
     )
     assert isinstance(path, bytes)
     assert Path(os.fsdecode(path)).parent == tmp_path
-    message, at = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    message, at = loaded.message, loaded.at
     assert at == 1700000000.0
     assert message == {
         "name": b"alpha",
@@ -236,7 +241,8 @@ def test_spool_takes_uwsgi_jobs_and_returns_the_path_as_bytes(tmp_path):
         "body": b"\0",
     }
     path = uwsgi.send_to_spooler({b"spooler": bytes(tmp_path), b"at": b"12.5", b"kind": b"x"})
-    message, at = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    message, at = loaded.message, loaded.at
     assert at == 12.5
     assert message == {"kind": b"x", "at": b"12.5", "spooler": bytes(tmp_path)}
 
@@ -263,7 +269,8 @@ def test_spool_refuses_what_uwsgi_on_python_3_refuses(tmp_path, args, kwargs, er
 def test_spool_ignores_keywords_after_a_dict_as_uwsgi_does(tmp_path):
     uwsgi = compat.install()
     path = uwsgi.spool({b"spooler": bytes(tmp_path), b"a": b"b"}, ignored="x", at=5)
-    message, at = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    message, at = loaded.message, loaded.at
     assert (message, at) == ({"a": b"b", "spooler": bytes(tmp_path)}, None)
 
 
@@ -319,7 +326,7 @@ def test_a_spool_handler_gets_uwsgi_jobs_and_any_non_int_answer_means_retry(answ
     job = {"name": "alpha", "data": b"\xff", "spooler_task_name": "/spool/job-1", "body": b"b"}
     assert DECLARED.spool_handler(job) == expected
     assert jobs == [
-        {b"name": b"alpha", b"data": b"\xff", "spooler_task_name": b"/spool/job-1", "body": b"b"}
+        {b"name": b"alpha", b"data": b"\xff", "spooler_task_name": b"job-1", "body": b"b"}
     ]
     del uwsgi.spooler
     assert DECLARED.spool_handler is None
@@ -377,7 +384,7 @@ def test_the_spooler_runs_jobs_in_uwsgi_form_and_retries_a_non_int_answer(start_
         b"name": b"alpha",
         b"text": "caf\u00e9".encode(),
         "body": b"\x00\xff",
-        "spooler_task_name": path,
+        "spooler_task_name": os.path.basename(path),  # the file's name, as uWSGI gives it
     }
     assert dumped(app, "job1") == expected
     assert dumped(app, "job2") == expected
@@ -516,3 +523,34 @@ def test_messages_and_identity_calls_behave_as_in_uwsgi(start_app):
         ["by-name", "True", "None", "mule2"],
         ["farm-msg", "True", "None", "mule2"],
     ]
+
+
+LOCKS_APP = (
+    HELPERS
+    + """
+def refusal(call):
+    try:
+        call()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "accepted"
+
+
+def try_locks(num):
+    dump(who(), [refusal(lambda: uwsgi.lock(1)), refusal(lambda: uwsgi.unlock(1)),
+                 refusal(lambda: uwsgi.is_locked(1))])
+
+
+uwsgi.register_signal(1, "spooler", try_locks)
+uwsgi.register_signal(2, "worker1", try_locks)
+"""
+)
+
+
+def test_the_spooler_cannot_lock_as_in_uwsgi(start_app, tmp_path):
+    compat.install()
+    app = start_app(LOCKS_APP, workers=1, spooler=True, locks=1)
+    app.handle.signal(1)
+    app.handle.signal(2)
+    assert dumped(app, "spooler") == ["ValueError: The spooler cannot lock/unlock resources"] * 3
+    assert dumped(app, "worker1") == ["accepted"] * 3

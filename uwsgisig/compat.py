@@ -295,11 +295,15 @@ def _as_bytes(value: bytes | str) -> bytes:
 
 def _uwsgi_job(job: Mapping[str, bytes | str]) -> dict[bytes | str, bytes]:
     """A job as uWSGI's spool handler gets it: bytes keys (but ``spooler_task_name``
-    and ``body``) and bytes values."""
-    return {
+    and ``body``) and bytes values; ``spooler_task_name`` is the job file's name, not
+    its path (uWSGI runs jobs from inside the spool directory)."""
+    uwsgi_job = {
         (key if key in _STR_KEYS else _as_bytes(key)): _as_bytes(value)
         for key, value in job.items()
     }
+    if "spooler_task_name" in uwsgi_job:
+        uwsgi_job["spooler_task_name"] = os.path.basename(uwsgi_job["spooler_task_name"])
+    return uwsgi_job
 
 
 def _spool_handler(handler: Callable[[dict[bytes | str, bytes]], object]) -> Callable[..., int]:
@@ -317,6 +321,32 @@ def _set_spooler(handler: Callable[[dict[bytes | str, bytes]], object] | None) -
     if handler is not None and not callable(handler):
         raise TypeError(f"uwsgi.spooler must be callable, not {handler!r}")
     platform.set_spool_handler(None if handler is None else _spool_handler(handler))
+
+
+# ---------------------------------------------------------------- locks
+
+
+def lock(num: int = 0) -> None:
+    """Block until user lock ``num`` is this process's. Not in the spooler, as in uWSGI."""
+    _not_in_the_spooler()
+    platform.lock(num)
+
+
+def unlock(num: int = 0) -> None:
+    """Release user lock ``num``. Not in the spooler, as in uWSGI."""
+    _not_in_the_spooler()
+    platform.unlock(num)
+
+
+def is_locked(num: int = 0) -> bool:
+    """Whether some process holds user lock ``num``. Not in the spooler, as in uWSGI."""
+    _not_in_the_spooler()
+    return platform.is_locked(num)
+
+
+def _not_in_the_spooler() -> None:
+    if platform.i_am_the_spooler():
+        raise ValueError("The spooler cannot lock/unlock resources")
 
 
 # ---------------------------------------------------------------- RPC
@@ -486,9 +516,9 @@ _IMPLEMENTED: dict[str, Callable[..., Any]] = {
     "rpc": rpc,
     "call": call,
     "rpc_list": rpc_list,
-    "lock": platform.lock,
-    "unlock": platform.unlock,
-    "is_locked": platform.is_locked,
+    "lock": lock,
+    "unlock": unlock,
+    "is_locked": is_locked,
     **{name: getattr(platform, name) for name in CACHE_CALLS},
 }
 

@@ -1,20 +1,25 @@
 """The spool: jobs that must run even if the runtime stops before they do.
 
-A job is a dict of str to str or bytes, written as a file in the spooler's
-directory (``uwsgisig run app.py --spooler DIR``). The spooler process runs
-the app's spool handler on each job, oldest first, and deletes the job when
-the handler returns None or `SPOOL_OK`. A job whose handler raises or returns
-`SPOOL_RETRY` stays, and runs again after the spooler frequency. Jobs left
-when the runtime stops run when it starts again.
+A job is a dict of str keys whose values are str, bytes, int, float, bool,
+None, or lists and dicts of those; it is written as a file in the spooler's
+directory (``uwsgisig run app.py --spooler DIR``) and comes back to the
+handler as it went in. The spooler process runs the app's spool handler on
+each job, oldest first, and deletes the job when the handler returns None or
+`SPOOL_OK`. A job whose handler raises or returns `SPOOL_RETRY` stays, and
+runs again after the spooler frequency; with ``retries=N`` it is tried at
+most N more times, each after a longer, jittered wait, then moved to the
+dead letters (``dead/`` in the spool directory). Jobs left when the runtime
+stops run when it starts again: at least once, so make a handler idempotent.
 
 ```python
 from uwsgisig import spooler
 
 @spooler.handler
 def send_mail(job: dict) -> None:
-    deliver(job["to"], job["body"])
+    deliver(job["to"], job["cc"], job["body"])
 
-spooler.spool({"to": "ops@example.com"}, body=b"disk full")
+spooler.spool({"to": "ops@example.com", "cc": ["a@example.com"]}, body=b"disk full",
+              retries=5)
 ```
 """
 
@@ -40,23 +45,29 @@ H = TypeVar("H", bound=Callable[[dict[str, Any]], object])
 
 
 def spool(
-    message: dict[str, str | bytes] | None = None,
+    message: dict[str, Any] | None = None,
     *,
     body: bytes | None = None,
     at: float | None = None,
     spooler: str | os.PathLike[str] | None = None,
-    **fields: str | bytes,
+    retries: int | None = None,
+    **fields: Any,
 ) -> str:
     """Spool a job; return the path of its file.
 
     The job is ``message`` and ``fields`` merged, plus ``body`` under the key
     ``"body"``; the handler also finds the file's path under
-    ``"spooler_task_name"``. ``at`` is the UNIX time before which the job does
-    not run. ``spooler`` is a spool directory other than the runtime's (it
-    also lets a script outside the runtime spool jobs). Once this returns, the
-    job is on disk.
+    ``"spooler_task_name"``. Values are str, bytes, int, float, bool, None, or
+    lists and dicts of those (a `TypeError` names any other). ``at`` is the
+    UNIX time before which the job does not run. ``spooler`` is a spool
+    directory other than the runtime's (it also lets a script outside the
+    runtime spool jobs). ``retries`` (a number >= 0) bounds the tries after
+    the first; None tries again forever, as uWSGI does. Once this returns,
+    the job is on disk.
     """
-    return platform.spool(message, body=body, at=at, spooler=spooler, **fields)
+    return platform.spool(
+        message, body=body, at=at, spooler=spooler, retries=retries, **fields
+    )
 
 
 def handler(func: H) -> H:

@@ -51,7 +51,8 @@ Mule(3, loop=mule_3_loop)
 
 @spooler.handler
 def run_job(job: dict) -> None:
-    record("job", job["name"].decode(), job["body"].decode())
+    # Values come back as they went in, as on uwsgisig's own runtime.
+    record("job", job["name"], job["body"].decode(), type(job["name"]).__name__)
 
 
 @postfork

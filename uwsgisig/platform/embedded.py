@@ -45,6 +45,7 @@ from ..runtime.schedule.events import (
     rb_timer_event,
     timer_event,
 )
+from ..runtime.wire.jobs import JobValue
 from ..runtime.wire.remote import parse_address, send_remote_signal
 from ..runtime.wire.rpc import call_remote
 
@@ -454,20 +455,22 @@ def declare_program(mule: int | None, body: Callable[[], object] | str) -> int:
 
 
 def spool(
-    message: dict[str, str | bytes] | None = None,
+    message: dict[str, JobValue] | None = None,
     *,
     body: bytes | None = None,
     at: float | None = None,
     spooler: str | os.PathLike[str] | None = None,
-    **fields: str | bytes,
+    retries: int | None = None,
+    **fields: JobValue,
 ) -> str:
     """Write a job to the spool directory and wake the spooler; return the job's path.
 
     ``spooler`` names the directory when the runtime's own is not meant (or
     outside a runtime: the runtime's spooler finds the job at its next look).
-    ``at`` is the UNIX time before which the job does not run.
+    ``at`` is the UNIX time before which the job does not run; ``retries``
+    the tries after the first before it goes to the dead letters.
     """
-    job: dict[str, str | bytes] = {**(message or {}), **fields}
+    job: dict[str, JobValue] = {**(message or {}), **fields}
     if body is not None:
         if not isinstance(body, bytes):
             raise TypeError(f"a spool job's body is bytes, not {type(body).__name__}")
@@ -486,7 +489,7 @@ def spool(
             "cannot spool: this runtime has no spool directory (start it with "
             "--spooler DIR, or pass spooler=DIR)"
         )
-    path = SpoolDir(directory).put(job, at=at)
+    path = SpoolDir(directory).put(job, at=at, retries=retries)
     if CURRENT.loop is not None and CURRENT.config.spooler:
         # Waking the spooler for a job in another directory costs it one look.
         CURRENT.loop.link.spooled()

@@ -11,6 +11,7 @@ naming the call, never a silent no-op.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ import uwsgi
 
 from ..errors import (
     MAX_SIGNAL,
+    LockNumberError,
     MessageQueueFullError,
     SignalAlreadyRegisteredError,
     TargetError,
@@ -37,6 +39,7 @@ from ..runtime.model.config import MuleProgram
 from ..runtime.model.targets import parse_target
 from ..runtime.schedule.cron import CronSpec
 from ..runtime.schedule.events import FileEvent, ms_timer_event, rb_timer_event
+from ..runtime.wire.jobs import JobValue, check_job, decode_job, encode_job
 from . import embedded
 
 __all__ = list(embedded.__all__)  # the same calls as the embedded engine
@@ -48,6 +51,9 @@ check_rpc_name = embedded.check_rpc_name
 on_reset = embedded.on_reset
 
 NAME = "uwsgi"
+
+# The field of a uWSGI spool job that holds a uwsgisig job, as JSON.
+JOB_FIELD = b"uwsgisig_job"
 
 log = logging.getLogger("uwsgisig")
 
@@ -125,17 +131,28 @@ def run_coroutines_on(loop: asyncio.AbstractEventLoop) -> None:
 
 def lock(num: int = 0) -> None:
     """uWSGI's user lock ``num``."""
+    _check_lock(num)
     uwsgi.lock(num)
 
 
 def unlock(num: int = 0) -> None:
     """Release uWSGI's user lock ``num``."""
+    _check_lock(num)
     uwsgi.unlock(num)
 
 
 def is_locked(num: int = 0) -> bool:
     """Whether uWSGI's user lock ``num`` is held."""
+    _check_lock(num)
     return bool(uwsgi.is_locked(num))
+
+
+def _check_lock(num: object) -> None:
+    """`LockNumberError` as the embedded runtime raises it, where uWSGI says "Invalid lock
+    number" (uWSGI has locks 0 to ``--locks``)."""
+    count = int(uwsgi.opt.get("locks", 0) or 0) + 1
+    if isinstance(num, bool) or not isinstance(num, int) or not 0 <= num < count:
+        raise LockNumberError(num, count)
 
 
 def reload() -> None:
@@ -433,27 +450,35 @@ def declare_program(mule: int | None, body: Callable[[], object] | str) -> int:
 
 
 def spool(
-    message: dict[str, str | bytes] | None = None,
+    message: dict[str, JobValue] | None = None,
     *,
     body: bytes | None = None,
     at: float | None = None,
     spooler: str | os.PathLike[str] | None = None,
-    **fields: str | bytes,
+    retries: int | None = None,
+    **fields: JobValue,
 ) -> str:
-    """Hand a job to uWSGI's spooler; return the job file's name."""
-    job: dict[str, str | bytes] = {**(message or {}), **fields}
+    """Hand a job to uWSGI's spooler; return the job file's name.
+
+    uWSGI keeps bytes only: the job travels as JSON in one field
+    (`JOB_FIELD`), which `set_spool_handler`'s wrapper reads back, so its
+    values come back as they went in.
+    """
+    if retries is not None:
+        raise _unsupported("spool(retries=...)", "uWSGI's spooler retries every job forever")
+    job = check_job({**(message or {}), **fields})
     if body is not None:
         if not isinstance(body, bytes):
             raise TypeError(f"a spool job's body is bytes, not {type(body).__name__}")
         job["body"] = body
+    uwsgi_job = {JOB_FIELD: json.dumps(encode_job(job)).encode()}
     if at is not None:
         if isinstance(at, bool) or not isinstance(at, (int, float)):
             raise ValueError(f"invalid at {at!r}: give a UNIX time in seconds")
-        job["at"] = str(int(at))
+        uwsgi_job[b"at"] = str(int(at)).encode()
     if spooler is not None:
-        job["spooler"] = os.fspath(spooler)
-    # uWSGI's spool takes bytes only.
-    name = uwsgi.spool({_as_bytes(key): _as_bytes(value) for key, value in job.items()})
+        uwsgi_job[b"spooler"] = os.fsencode(spooler)
+    name = uwsgi.spool(uwsgi_job)
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
@@ -478,7 +503,7 @@ def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> Non
         return
 
     def run_job(job: dict[bytes | str, Any]) -> int:
-        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in job.items()}
+        fields = _job_fields(job)
         try:
             result = handler(fields)
         except Exception:
@@ -487,6 +512,18 @@ def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> Non
         return SPOOL_OK if result is None else int(result)  # type: ignore[call-overload]
 
     uwsgi.spooler = run_job
+
+
+def _job_fields(job: dict[bytes | str, Any]) -> dict[str, Any]:
+    """The job `spool` wrote, its values as they went in; another writer's job with str
+    keys and uWSGI's bytes values."""
+    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in job.items()}
+    packed = fields.pop(JOB_FIELD.decode(), None)
+    if packed is None:
+        return fields
+    unpacked: dict[str, Any] = decode_job(json.loads(packed))
+    unpacked["spooler_task_name"] = fields.get("spooler_task_name")
+    return unpacked
 
 
 # ---------------------------------------------------------------- RPC

@@ -7,36 +7,59 @@ The spooler runs the app's spool handler on each job in the order they were
 spooled and deletes a job's file only when the handler reports it done, so a
 job interrupted by a crash runs again at the next start: at least once.
 
-A job is a JSON file: ``{"message": {...}, "binary": {...}, "at": ...}``,
-with text values in ``message`` and bytes values base64-encoded in ``binary``.
+A job file is JSON: ``{"v": 2, "job": {...}, "at": ..., "retries": ...,
+"attempts": ..., "retry_at": ...}``, the job's values tagged as
+`wire.jobs` writes them (files of the first format, ``{"message": ...,
+"binary": ...}``, are still read).
+
+**Retries.** A job spooled with ``retries=N`` runs at most N + 1 times: each
+failure (the handler raised, returned `SPOOL_RETRY`, or its process died
+while running it) is counted in the job's file, and the next try waits an
+exponential, jittered delay (`retry_delay`); after the last one the job
+moves to the dead-letter directory (``dead/`` inside the spool directory),
+with the reason beside it in ``NAME.traceback``. A job without ``retries``
+is tried again every spooler frequency, forever, as in uWSGI.
+
+**Crashes.** Before it runs a job, the spooler writes the job's name into
+``.running-PID``; a spooler that starts and finds such a file of a dead
+process counts that job's attempt as failed. Temporary files of processes
+that died inside ``spool()`` are removed when a spooler starts.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import contextlib
 import itertools
 import json
 import logging
 import os
+import random
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from ..wire.frames import Op
+from ..wire.jobs import JobValue, JobValueError, check_job, decode_job, encode_job
 
 if TYPE_CHECKING:
     from ..child.loop import SignalLoop
 
 __all__ = [
+    "DEAD_DIR",
     "SPOOL_IGNORE",
     "SPOOL_OK",
     "SPOOL_RETRY",
+    "JobValueError",
     "SpoolDir",
+    "SpooledJob",
     "Spooler",
     "check_job",
+    "retry_delay",
 ]
 
 log = logging.getLogger("uwsgisig")
@@ -47,23 +70,41 @@ SPOOL_RETRY = -1  # run it again later
 SPOOL_IGNORE = 0  # not for this handler: keep it, look again later
 
 JOB_PREFIX = "job-"
+TEMPORARY_PREFIX = ".job-"
+RUNNING_PREFIX = ".running-"
+DEAD_DIR = "dead"
+# The longest wait between two tries of a job with retries, before jitter.
+RETRY_CAP = 3600.0
 _sequence = itertools.count()
 
 
-def check_job(message: Mapping[str, Any]) -> dict[str, str | bytes]:
-    """Return ``message`` as a job's dict; raise if a key is not str or a value not str/bytes."""
-    if not isinstance(message, Mapping):
-        raise TypeError(f"a spool job is a dict of str to str or bytes, not {message!r}")
-    job: dict[str, str | bytes] = {}
-    for key, value in message.items():
-        if not isinstance(key, str):
-            raise TypeError(f"invalid spool job key {key!r}: keys are str")
-        if not isinstance(value, (str, bytes)):
-            raise TypeError(
-                f"invalid spool job value {value!r} for {key!r}: values are str or bytes"
-            )
-        job[key] = value
-    return job
+def retry_delay(failures: int, base: float, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before the next try of a job that failed ``failures`` times (from 1).
+
+    ``base * 2 ** (failures - 1)``, at most `RETRY_CAP`, then a random part of
+    its second half taken off ("equal jitter"), so jobs that failed together
+    do not all come back at once: the delay is between half and all of it.
+    """
+    full = min(base * 2 ** min(failures - 1, 64), RETRY_CAP)
+    return full / 2 + full / 2 * rand()
+
+
+@attrs.frozen
+class SpooledJob:
+    """A job as its file holds it."""
+
+    message: dict[str, JobValue]
+    at: float | None = None  # the UNIX time before which it does not run
+    retries: int | None = None  # None: tried again forever, as in uWSGI
+    attempts: int = 0  # failed tries so far
+    retry_at: float | None = None  # the UNIX time of its next try, after a failure
+
+
+def _check_retries(retries: object) -> None:
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+    ):
+        raise ValueError(f"invalid retries {retries!r}: give a whole number >= 0, or None")
 
 
 class SpoolDir:
@@ -72,95 +113,234 @@ class SpoolDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self.dead = self.path / DEAD_DIR
 
-    def put(self, message: Mapping[str, Any], *, at: float | None = None) -> Path:
+    def put(
+        self, message: Mapping[str, Any], *, at: float | None = None, retries: int | None = None
+    ) -> Path:
         """Write a job durably; return its path."""
-        job = check_job(message)
+        _check_retries(retries)
+        job = SpooledJob(check_job(message), at=at, retries=retries)
+        name = f"{JOB_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(_sequence):08d}"
+        final = self.path / name
+        self._write(final, job)
+        return final
+
+    def rewrite(self, path: Path, job: SpooledJob) -> None:
+        """Replace the job's file with ``job``, durably (a failure is counted in it)."""
+        self._write(path, job)
+
+    def _write(self, final: Path, job: SpooledJob) -> None:
         content = json.dumps(
             {
-                "message": {k: v for k, v in job.items() if isinstance(v, str)},
-                "binary": {
-                    k: base64.b64encode(v).decode("ascii")
-                    for k, v in job.items()
-                    if isinstance(v, bytes)
-                },
-                "at": at,
+                "v": 2,
+                "job": encode_job(job.message),
+                "at": job.at,
+                "retries": job.retries,
+                "attempts": job.attempts,
+                "retry_at": job.retry_at,
             }
         ).encode("utf-8")
-        name = f"{JOB_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(_sequence):08d}"
-        temporary = self.path / f".{name}.tmp"
+        temporary = final.with_name(
+            f"{TEMPORARY_PREFIX}{final.name}-{os.getpid()}-{next(_sequence):08d}.tmp"
+        )
         with open(temporary, "wb") as file:
             file.write(content)
             file.flush()
             os.fsync(file.fileno())
-        final = self.path / name
         os.replace(temporary, final)
-        self._sync_directory()
-        return final
-
-    def _sync_directory(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync_directory(final.parent)
 
     def pending(self) -> list[Path]:
         """Every job file, oldest first."""
         return sorted(entry for entry in self.path.iterdir() if entry.name.startswith(JOB_PREFIX))
 
-    def load(self, path: Path) -> tuple[dict[str, str | bytes], float | None]:
-        """The job's message and its ``at`` time; ValueError if the file is not a job."""
+    def load(self, path: Path) -> SpooledJob:
+        """The job in ``path``; ValueError if the file is not a job."""
         try:
             data = json.loads(path.read_bytes())
-            message: dict[str, str | bytes] = dict(data["message"])
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            if data.get("v") == 2:
+                return SpooledJob(
+                    decode_job(data["job"]),
+                    at=data["at"],
+                    retries=data["retries"],
+                    attempts=data["attempts"],
+                    retry_at=data["retry_at"],
+                )
+            message: dict[str, JobValue] = dict(data["message"])  # the first format
             for key, value in data["binary"].items():
-                message[key] = base64.b64decode(value, validate=True)
-            at = data["at"]
-        except (KeyError, TypeError, AttributeError, binascii.Error, json.JSONDecodeError) as exc:
+                message[key] = decode_job({key: {"b": value}})[key]
+            return SpooledJob(message, at=data["at"])
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{path} is not a spool job: {exc}") from exc
-        return message, at
+
+    def bury(self, path: Path, job: SpooledJob, reason: str) -> Path:
+        """Move a job that used up its tries to the dead-letter directory, ``reason`` beside it."""
+        self.dead.mkdir(exist_ok=True)
+        grave = self.dead / path.name
+        self._write(grave, job)
+        (self.dead / f"{path.name}.traceback").write_text(reason)
+        path.unlink(missing_ok=True)
+        _sync_directory(self.path)
+        return grave
+
+    def remove_abandoned(self) -> list[Path]:
+        """Remove the temporary files of processes that died inside ``spool()``."""
+        removed = []
+        for entry in self.path.iterdir():
+            if entry.name.startswith(TEMPORARY_PREFIX) and not _alive(_writer_pid(entry.name)):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed.append(entry)
+        return removed
+
+    def interrupted(self) -> list[str]:
+        """Names of the jobs that spoolers now dead were running; their marks are removed."""
+        names = []
+        for entry in list(self.path.iterdir()):
+            if not entry.name.startswith(RUNNING_PREFIX):
+                continue
+            pid = entry.name[len(RUNNING_PREFIX) :]
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                name = entry.read_text().strip()
+                entry.unlink()
+                if name:
+                    names.append(name)
+        return names
+
+    def running_mark(self) -> RunningMark:
+        """This process's mark of the job it runs."""
+        return RunningMark(self.path / f"{RUNNING_PREFIX}{os.getpid()}")
+
+
+class RunningMark:
+    """``.running-PID``: the name of the job this spooler runs, empty between jobs.
+
+    Written without a sync: it must outlive the process, not the machine.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+    def set(self, name: str) -> None:
+        """Say that job ``name`` runs now."""
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, name.encode(), 0)
+
+    def clear(self) -> None:
+        """Say that no job runs."""
+        os.ftruncate(self._fd, 0)
+
+    def close(self) -> None:
+        """Remove the mark (the spooler leaves)."""
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writer_pid(name: str) -> int:
+    """The pid in a temporary file's name (``.job-NAME-PID-SEQ.tmp``), 0 if none."""
+    parts = name.removesuffix(".tmp").split("-")
+    return int(parts[-2]) if len(parts) >= 2 and parts[-2].isdigit() else 0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Spooler:
-    """The spooler's loop: signals for the spooler, and the jobs of its directory."""
+    """The spooler's loop: signals for the spooler, and the jobs of its directory.
+
+    ``clock`` (UNIX seconds) and ``rand`` are the time and the jitter, given
+    by tests.
+    """
 
     def __init__(
         self,
         spool: SpoolDir,
         handler: Callable[[dict[str, Any]], object] | None,
         frequency: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.spool = spool
         self.handler = handler
         self.frequency = frequency
+        self.clock = clock
+        self.rand = rand
         self._queue: deque[Path] = deque()
-        self._not_before: dict[Path, float] = {}  # monotonic time of a job's next try
+        self._not_before: dict[Path, float] = {}  # the clock's time of a job's next try
         self._next_scan = 0.0
+        self._mark: RunningMark | None = None
 
     def serve(self, loop: SignalLoop) -> None:
         """Run jobs and signal handlers until the master goes away."""
+        self.recover()
         signals = loop.sources(signals=True, mail=())
-        while not loop.leaving:
-            delay = self.run_next()
-            incoming = loop.next(delay, signals)
-            if incoming is None:
+        try:
+            while not loop.leaving:
+                delay = self.run_next()
+                incoming = loop.next(delay, signals)
+                if incoming is None:
+                    continue
+                op, num = incoming  # type: ignore[misc]
+                if op == Op.SPOOL:
+                    self._next_scan = 0.0  # a job was spooled: look at the directory now
+                else:
+                    loop.handle(op, num)
+        finally:
+            if self._mark is not None:
+                self._mark.close()
+
+    def recover(self) -> None:
+        """At start: clean what dead processes left, and count the jobs they were running."""
+        removed = self.spool.remove_abandoned()
+        if removed:
+            log.warning(
+                "removed %d unfinished job file(s) of processes that died inside spool(): %s",
+                len(removed),
+                ", ".join(path.name for path in removed),
+            )
+        for name in self.spool.interrupted():
+            path = self.spool.path / name
+            try:
+                job = self.spool.load(path)
+            except (FileNotFoundError, ValueError):
                 continue
-            op, num = incoming  # type: ignore[misc]
-            if op == Op.SPOOL:
-                self._next_scan = 0.0  # a job was spooled: look at the directory now
-            else:
-                loop.handle(op, num)
+            log.error("spool job %s was running when its spooler died", name)
+            self._failed(path, job, "its spooler process died while running it", crashed=True)
+        self._mark = self.spool.running_mark()
 
     def run_next(self) -> float:
         """Run the next due job, if any; return how long the loop may wait for signals."""
-        now = time.monotonic()
+        now = self.clock()
         if not self._queue and now >= self._next_scan:
             self._scan(now)
         if self._queue:
             self._run(self._queue.popleft())
             return 0.0  # look for signals, then the next job
-        return max(self._next_scan - time.monotonic(), 0.0)
+        return max(self._next_scan - self.clock(), 0.0)
 
     def _scan(self, now: float) -> None:
         self._next_scan = now + self.frequency
@@ -173,34 +353,85 @@ class Spooler:
 
     def _run(self, path: Path) -> None:
         try:
-            message, at = self.spool.load(path)
+            job = self.spool.load(path)
         except FileNotFoundError:
             return
         except ValueError as exc:
-            log.error("%s: it is renamed to %s and never run", exc, path.name + ".bad")
+            log.error(
+                "%s: it is renamed to %s and never run (a job file is written whole, then "
+                "renamed: this one was written by something else, or damaged on disk)",
+                exc,
+                path.name + ".bad",
+            )
             os.replace(path, path.with_name(path.name + ".bad"))
             return
-        if at is not None and at > time.time():
-            self._later(path, at - time.time())
+        now = self.clock()
+        due = max(job.at or 0.0, job.retry_at or 0.0)
+        if due > now:
+            self._later(path, due - now)
             return
         if self.handler is None:
             log.warning("spool job %s waits: the app set no spool handler", path.name)
             self._later(path, self.frequency)
             return
-        job: dict[str, Any] = {**message, "spooler_task_name": str(path)}
+        self._call_handler(path, job)
+
+    def _call_handler(self, path: Path, job: SpooledJob) -> None:
+        if self._mark is None:
+            self._mark = self.spool.running_mark()
+        self._mark.set(path.name)
         try:
-            answer = self.handler(job)
+            answer = self.handler({**job.message, "spooler_task_name": str(path)})  # type: ignore[misc]
         except Exception:
-            log.exception("spool handler raised on job %s: it runs again later", path.name)
-            self._later(path, self.frequency)
+            log.exception("spool handler raised on job %s", path.name)
+            self._failed(path, job, traceback.format_exc())
             return
+        finally:
+            self._mark.clear()
         if answer is None or answer == SPOOL_OK:
             self._not_before.pop(path, None)
             path.unlink(missing_ok=True)
+        elif answer == SPOOL_IGNORE:
+            self._later(path, self.frequency)
+        else:
+            self._failed(path, job, f"the spool handler returned {answer!r}")
+
+    def _failed(self, path: Path, job: SpooledJob, reason: str, crashed: bool = False) -> None:
+        """A try of ``job`` failed: try again later, or bury it if it has no tries left."""
+        if job.retries is None:  # uWSGI's way: forever, at the next look
+            if not crashed:  # (a job its spooler died in runs again at once, as in uWSGI)
+                self._later(path, self.frequency)
             return
-        self._later(path, self.frequency)
+        attempts = job.attempts + 1
+        if attempts > job.retries:
+            grave = self.spool.bury(path, attempts_of(job, attempts, None), reason)
+            self._not_before.pop(path, None)
+            log.error(
+                "spool job %s failed %d time(s), its last try: moved to %s (the reason is in "
+                "%s.traceback)",
+                path.name,
+                attempts,
+                grave,
+                grave.name,
+            )
+            return
+        delay = retry_delay(attempts, self.frequency, self.rand)
+        self.spool.rewrite(path, attempts_of(job, attempts, self.clock() + delay))
+        self._later(path, delay)
+        log.warning(
+            "spool job %s failed (try %d of %d): next try in %.3g s",
+            path.name,
+            attempts,
+            job.retries + 1,
+            delay,
+        )
 
     def _later(self, path: Path, delay: float) -> None:
-        when = time.monotonic() + delay
+        when = self.clock() + delay
         self._not_before[path] = when
         self._next_scan = min(self._next_scan, when)
+
+
+def attempts_of(job: SpooledJob, attempts: int, retry_at: float | None) -> SpooledJob:
+    """``job`` after ``attempts`` failed tries, next tried at ``retry_at``."""
+    return attrs.evolve(job, attempts=attempts, retry_at=retry_at)
