@@ -25,13 +25,12 @@ def test_a_django_projects_file_maps_what_applies_and_lists_the_rest():
     assert ini.app == "site_django_spooler.wsgi"  # %n, and the module without its callable
     assert ini.argv == [
         "--workers", "2", "--chdir", here, "--spooler", f"{here}/spooler",
-        "--spooler-frequency", "10",
+        "--spooler-processes", "2", "--spooler-frequency", "10",
     ]  # fmt: skip
     assert ini.command == ["/bin/sh", "-c", f"{here}/venv/bin/python {here}/manage.py listener"]
     assert ini.ignored == [
         "procname", "http", "uid", "gid", "chmod-socket", "virtualenv", "post-buffering",
-        "buffer-size", "spooler-chdir", "spooler-import", "spooler-processes", "cron",
-        "log-format",
+        "buffer-size", "spooler-chdir", "spooler-import", "cron", "log-format",
     ]  # fmt: skip
 
 

@@ -196,8 +196,8 @@ def test_bad_jobs_are_refused_before_anything_is_written(tmp_path):
         spooler.spool({}, body="text", spooler=spool_dir)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="invalid at 'soon'"):
         spooler.spool({}, at="soon", spooler=spool_dir)  # type: ignore[arg-type]
-    with pytest.raises(NotImplementedError, match="priority"):
-        lowlevel.send_to_spooler({"a": "b"}, spooler=str(spool_dir), priority=1)
+    with pytest.raises(ValueError, match="invalid priority -1: give a whole number >= 0"):
+        lowlevel.send_to_spooler({"a": "b"}, spooler=str(spool_dir), priority=-1)
     with pytest.raises(NotInRuntimeError, match="no spool directory"):
         spooler.spool({"a": "b"})
     assert not spool_dir.exists() or not SpoolDir(spool_dir).pending()

@@ -214,11 +214,14 @@ def test_the_implemented_calls_and_the_others_do_not_overlap():
 
 
 @pytest.mark.parametrize("call", ["spool", "send_to_spooler"])
-def test_spool_priority_is_not_implemented(tmp_path, call):
+def test_a_priority_job_goes_to_its_numbered_subdirectory_and_keeps_the_key(tmp_path, call):
     uwsgi = compat.install()
-    with pytest.raises(NotImplementedError, match=rf"uwsgi\.{call}\(priority=\.\.\.\)"):
-        getattr(uwsgi, call)({b"priority": b"3", b"spooler": bytes(tmp_path)})
-    assert list(tmp_path.iterdir()) == []
+    path = getattr(uwsgi, call)({b"priority": b"3", b"spooler": bytes(tmp_path), b"a": b"b"})
+    assert Path(os.fsdecode(path)).parent == tmp_path / "3"
+    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    assert loaded.message["priority"] == b"3"  # uWSGI keeps it in the job
+    with pytest.raises(ValueError, match="invalid priority b'high'"):
+        uwsgi.spool({b"priority": b"high", b"spooler": bytes(tmp_path)})
 
 
 # ---------------------------------------------------------------- spooling

@@ -208,9 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--spooler",
         nargs="?",
         const=True,
-        default=False,
+        action="append",
+        default=[],
         metavar="DIR",
-        help="start a spooler process; with DIR, it runs the spool jobs kept there",
+        help="start a spooler; with DIR, it runs the spool jobs kept there (repeatable: one "
+        "spooler per DIR, the first is the default one)",
+    )
+    run.add_argument(
+        "--spooler-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes per spooler, sharing its jobs (default 1)",
+    )
+    run.add_argument(
+        "--spooler-ordered",
+        action="store_true",
+        help="uWSGI's option: jobs run by priority, then age (they always do here)",
     )
     run.add_argument(
         "--spooler-frequency",
@@ -412,6 +426,8 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             farms=[parse_farm(text) for text in args.farm],
             mule_loops=args.mule,
             spooler=args.spooler,
+            spooler_processes=args.spooler_processes,
+            spooler_ordered=args.spooler_ordered,
             spooler_frequency=args.spooler_frequency,
             queue_size=args.queue_size,
             send_timeout=args.send_timeout,

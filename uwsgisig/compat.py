@@ -97,8 +97,6 @@ NOT_IMPLEMENTED = (
     "send_message", "send_multi_message", "send_multicast_message", "cluster_nodes",
     "cluster_node_name", "cluster", "cluster_best_node", "erlang_send_message",
     "erlang_register_process", "erlang_recv_message", "erlang_connect", "erlang_rpc",
-    # the spooler beyond spooling and running jobs
-    "set_spooler_frequency", "spooler_jobs", "spooler_pid", "spooler_pids", "spooler_get_task",
 )  # fmt: skip
 """The calls of uWSGI's module that raise `NotImplementedError` here."""
 
@@ -264,14 +262,45 @@ def _spool(call: str, args: tuple[object, ...], kwargs: dict[str, object]) -> by
         if not isinstance(key, bytes) or not isinstance(value, (bytes, bytearray, memoryview)):
             raise ValueError(_ONLY_BYTES)
         job[key.decode("utf-8", "surrogateescape")] = bytes(value)
-    if "priority" in job:
-        raise NotImplementedError(_not_implemented_message(f"{call}(priority=...)"))
+    priority = _priority(job["priority"]) if "priority" in job else None
     when = _unix_time(job["at"]) if "at" in job else None
     directory = job.get("spooler")
     path = platform.spool(
-        job, body=body, at=when, spooler=os.fsdecode(directory) if directory else None
+        job,
+        body=body,
+        at=when,
+        spooler=os.fsdecode(directory) if directory else None,
+        priority=priority,
     )
     return os.fsencode(path)
+
+
+def _priority(value: bytes) -> int:
+    """uWSGI names a priority's subdirectory after it, and runs only numbered ones."""
+    if not value.isdigit():
+        raise ValueError(f"invalid priority {value!r}: give its digits, e.g. b'3' (lower first)")
+    return int(value)
+
+
+def spooler_jobs() -> list[bytes]:
+    """The paths of the jobs waiting in the first spooler's directory, as bytes."""
+    return [os.fsencode(path) for path in platform.spooler_jobs()]
+
+
+def set_spooler_frequency(seconds: int) -> bool:
+    """Make the spoolers look at their jobs every ``seconds``; True."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise TypeError(f"an integer is required, not {type(seconds).__name__}")
+    platform.set_spooler_frequency(seconds)
+    return True
+
+
+def spooler_get_task(path: str) -> dict[bytes | str, bytes] | None:
+    """The job in the spool file ``path`` as the spool handler gets it, or None."""
+    if not isinstance(path, str):
+        raise TypeError(f"spooler_get_task() argument 1 must be str, not {type(path).__name__}")
+    task = platform.spooler_get_task(path)
+    return None if task is None else _uwsgi_job(task)
 
 
 def _unix_time(value: object) -> float:
@@ -516,6 +545,11 @@ _IMPLEMENTED: dict[str, Callable[..., Any]] = {
     "rpc": rpc,
     "call": call,
     "rpc_list": rpc_list,
+    "spooler_jobs": spooler_jobs,
+    "spooler_pid": platform.spooler_pid,
+    "spooler_pids": platform.spooler_pids,
+    "set_spooler_frequency": set_spooler_frequency,
+    "spooler_get_task": spooler_get_task,
     "lock": lock,
     "unlock": unlock,
     "is_locked": is_locked,

@@ -55,6 +55,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "farm": ("--farm", "value"),
     "spooler": ("--spooler", "value"),
     "spooler-frequency": ("--spooler-frequency", "number"),
+    "spooler-processes": ("--spooler-processes", "int"),
+    "spooler-ordered": ("--spooler-ordered", "flag"),
     "pidfile": ("--pidfile", "value"),
     "safe-pidfile": ("--pidfile", "value"),
     "master-fifo": ("--master-fifo", "value"),

@@ -74,8 +74,9 @@ def send_to_spooler(
 ) -> str:
     """Spool a job, as ``uwsgi.send_to_spooler``; return the job's path.
 
-    Jobs run in the order they were spooled: ``priority`` is not supported.
+    A job with a ``priority`` (a number >= 0) runs before those of a higher
+    one and before every job without one.
     """
-    if priority is not None:
-        raise NotImplementedError("send_to_spooler(priority=...) is not supported by uwsgisig")
-    return spool(message_dict, body=body, at=at, spooler=spooler, **kwargs)
+    return spool(
+        message_dict, body=body, at=at, spooler=spooler, priority=priority, **kwargs
+    )

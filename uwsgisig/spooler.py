@@ -31,7 +31,17 @@ from typing import Any, TypeVar
 
 from . import platform
 
-__all__ = ["SPOOL_IGNORE", "SPOOL_OK", "SPOOL_RETRY", "handler", "spool"]
+__all__ = [
+    "SPOOL_IGNORE",
+    "SPOOL_OK",
+    "SPOOL_RETRY",
+    "get_pids",
+    "get_tasks",
+    "handler",
+    "read_task_file",
+    "set_period",
+    "spool",
+]
 
 # uWSGI's answers of a spool handler.
 SPOOL_OK = -2
@@ -51,6 +61,7 @@ def spool(
     at: float | None = None,
     spooler: str | os.PathLike[str] | None = None,
     retries: int | None = None,
+    priority: int | None = None,
     **fields: Any,
 ) -> str:
     """Spool a job; return the path of its file.
@@ -61,12 +72,21 @@ def spool(
     lists and dicts of those (a `TypeError` names any other). ``at`` is the
     UNIX time before which the job does not run. ``spooler`` is a spool
     directory other than the runtime's (it also lets a script outside the
-    runtime spool jobs). ``retries`` (a number >= 0) bounds the tries after
-    the first; None tries again forever, as uWSGI does. Once this returns,
-    the job is on disk.
+    runtime spool jobs); with several spoolers (``--spooler`` repeated) it
+    picks one by its directory or the directory's name. ``retries`` (a number
+    >= 0) bounds the tries after the first; None tries again forever, as uWSGI
+    does. ``priority`` (a number >= 0) runs the job before those of a higher
+    one and before every job without one, as uWSGI orders them. Once this
+    returns, the job is on disk.
     """
     return platform.spool(
-        message, body=body, at=at, spooler=spooler, retries=retries, **fields
+        message,
+        body=body,
+        at=at,
+        spooler=spooler,
+        retries=retries,
+        priority=priority,
+        **fields,
     )
 
 
@@ -78,3 +98,24 @@ def handler(func: H) -> H:
     """
     platform.set_spool_handler(func)
     return func
+
+
+def get_tasks() -> list[str]:
+    """The paths of the jobs waiting in the (first) spooler's directory, in running order."""
+    return platform.spooler_jobs()
+
+
+def get_pids() -> list[int]:
+    """The pids of the spooler processes (uWSGI's ``spooler_pids``)."""
+    return platform.spooler_pids()
+
+
+def set_period(seconds: int) -> bool:
+    """Make every spooler look at its jobs every ``seconds`` (0: the configured frequency)."""
+    platform.set_spooler_frequency(seconds)
+    return True
+
+
+def read_task_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The job in the file ``path``, as the handler would get it; empty if it is no job."""
+    return platform.spooler_get_task(path) or {}

@@ -9,6 +9,7 @@ import math
 import os
 import signal as _signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import (
@@ -113,6 +114,11 @@ __all__ = [
     "set_message_hook",
     "set_spool_handler",
     "spool",
+    "spooler_get_task",
+    "spooler_jobs",
+    "spooler_pid",
+    "spooler_pids",
+    "set_spooler_frequency",
     "signal",
     "signal_received",
     "signal_registered",
@@ -461,14 +467,16 @@ def spool(
     at: float | None = None,
     spooler: str | os.PathLike[str] | None = None,
     retries: int | None = None,
+    priority: int | None = None,
     **fields: JobValue,
 ) -> str:
     """Write a job to the spool directory and wake the spooler; return the job's path.
 
-    ``spooler`` names the directory when the runtime's own is not meant (or
-    outside a runtime: the runtime's spooler finds the job at its next look).
-    ``at`` is the UNIX time before which the job does not run; ``retries``
-    the tries after the first before it goes to the dead letters.
+    ``spooler`` names another of the runtime's spoolers (by its directory or
+    the directory's name), or any directory (outside a runtime: the runtime's
+    spooler finds the job at its next look). ``at`` is the UNIX time before
+    which the job does not run; ``retries`` the tries after the first before
+    it goes to the dead letters; ``priority`` (lower first) its place in line.
     """
     job: dict[str, JobValue] = {**(message or {}), **fields}
     if body is not None:
@@ -483,17 +491,33 @@ def spool(
         raise TypeError(
             f"invalid spooler {spooler!r}: give the path of a spool directory (a str or a Path)"
         )
-    directory = spooler if spooler is not None else CURRENT.config.spool_dir
+    directory = _spool_dir_named(spooler) if spooler is not None else CURRENT.config.spool_dir
     if directory is None:
         raise NotInRuntimeError(
             "cannot spool: this runtime has no spool directory (start it with "
             "--spooler DIR, or pass spooler=DIR)"
         )
-    path = SpoolDir(directory).put(job, at=at, retries=retries)
+    path = SpoolDir(directory).put(job, at=at, retries=retries, priority=priority)
     if CURRENT.loop is not None and CURRENT.config.spooler:
         # Waking the spooler for a job in another directory costs it one look.
         CURRENT.loop.link.spooled()
     return str(path)
+
+
+def _spool_dir_named(spooler: str | os.PathLike[str]) -> str:
+    """The runtime's spool directory that ``spooler`` names (its path, or its last part),
+    else ``spooler`` itself, as a directory."""
+    wanted = os.fspath(spooler)
+    dirs = CURRENT.config.spool_dirs
+    for directory in dirs:
+        if wanted == directory or os.path.realpath(wanted) == os.path.realpath(directory):
+            return directory
+    named = [directory for directory in dirs if os.path.basename(directory.rstrip("/")) == wanted]
+    if len(named) > 1:
+        raise ValueError(
+            f"spooler {wanted!r} names {len(named)} spoolers ({', '.join(named)}): give its path"
+        )
+    return named[0] if named else wanted
 
 
 def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> None:
@@ -822,3 +846,50 @@ def cache_keys(cache: str | None = None, /) -> list[bytes]:
             else "no local uWSGI cache available: this runtime has no cache"
         )
     return found.keys()
+
+
+# ---------------------------------------------------------------- the spoolers
+
+
+def spooler_jobs() -> list[str]:
+    """The jobs waiting in the first spooler's directory, in the order they will run."""
+    directory = CURRENT.config.spool_dir
+    return [str(path) for path in SpoolDir(directory).pending()] if directory else []
+
+
+def spooler_pids() -> list[int]:
+    """The pids of the spooler processes; empty outside a runtime."""
+    if CURRENT.loop is None:
+        return []
+    return [
+        frame.value
+        for frame in CURRENT.loop.link.status()
+        if Role(frame.arg & 0x7F) == Role.SPOOLER and frame.value
+    ]
+
+
+def spooler_pid() -> int:
+    """The pid of the (first) spooler process, or 0."""
+    pids = spooler_pids()
+    return pids[0] if pids else 0
+
+
+def set_spooler_frequency(seconds: int) -> None:
+    """Make every spooler look at its jobs every ``seconds`` (0: --spooler-frequency again)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 65535:
+        raise ValueError(f"invalid spooler frequency {seconds!r}: whole seconds, 0 to 65535")
+    if CURRENT.loop is None:
+        raise NotInRuntimeError(
+            "set_spooler_frequency() works only in a worker, mule or spooler"
+        )
+    CURRENT.loop.link.set_spooler_frequency(seconds)
+
+
+def spooler_get_task(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The job in the file ``path`` (with ``spooler_task_name``), or None if it is none."""
+    task = Path(os.fspath(path))
+    try:
+        job = SpoolDir.read(task)
+    except (OSError, ValueError):
+        return None
+    return {**job.message, "spooler_task_name": str(task)}

@@ -456,6 +456,7 @@ def spool(
     at: float | None = None,
     spooler: str | os.PathLike[str] | None = None,
     retries: int | None = None,
+    priority: int | None = None,
     **fields: JobValue,
 ) -> str:
     """Hand a job to uWSGI's spooler; return the job file's name.
@@ -478,6 +479,10 @@ def spool(
         uwsgi_job[b"at"] = str(int(at)).encode()
     if spooler is not None:
         uwsgi_job[b"spooler"] = os.fsencode(spooler)
+    if priority is not None:
+        if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+            raise ValueError(f"invalid priority {priority!r}: give a whole number >= 0, or None")
+        uwsgi_job[b"priority"] = str(priority).encode()
     name = uwsgi.spool(uwsgi_job)
     return name.decode() if isinstance(name, bytes) else str(name)
 
@@ -640,3 +645,34 @@ def cache_num(key: str | bytes, cache: str | None = None, /) -> int:
 def cache_keys(cache: str | None = None, /) -> list[bytes]:
     """uWSGI's ``cache_keys``; ValueError if there is no such cache."""
     return uwsgi.cache_keys() if cache is None else uwsgi.cache_keys(cache)
+
+
+# ---------------------------------------------------------------- the spoolers
+
+
+def spooler_jobs() -> list[str]:
+    """The jobs waiting in uWSGI's first spooler directory."""
+    return [os.fsdecode(path) for path in uwsgi.spooler_jobs()]
+
+
+def spooler_pids() -> list[int]:
+    """The pids of uWSGI's spoolers."""
+    return list(uwsgi.spooler_pids())
+
+
+def spooler_pid() -> int:
+    """The pid of uWSGI's first spooler, or 0."""
+    return int(uwsgi.spooler_pid())
+
+
+def set_spooler_frequency(seconds: int) -> None:
+    """Make uWSGI's spoolers look at their jobs every ``seconds``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 65535:
+        raise ValueError(f"invalid spooler frequency {seconds!r}: whole seconds, 0 to 65535")
+    uwsgi.set_spooler_frequency(seconds)
+
+
+def spooler_get_task(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The job in uWSGI's spool file ``path``, as the spool handler gets it, or None."""
+    task = uwsgi.spooler_get_task(os.fspath(path))
+    return None if task is None else _job_fields(task)

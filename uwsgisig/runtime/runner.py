@@ -46,7 +46,10 @@ class Runtime:
     it forks, so the handlers, mules and farms it declares exist everywhere.
     ``mule_loops`` start programmed mules after the ``mules`` plain ones, as
     uWSGI's ``--mule=...`` does; ``spooler`` is True for a spooler of signals
-    only, or the directory of its spool jobs. ``remote_signals`` (``HOST:PORT``,
+    only, the directory of its spool jobs, or a list of directories, one
+    spooler each (uWSGI's ``--spooler`` repeated; the first is the default
+    one); ``spooler_processes`` processes share each spooler's jobs, each job
+    run by one of them. ``remote_signals`` (``HOST:PORT``,
     port 0 for a free one) lets other nodes raise signals over the uwsgi
     protocol; a non-loopback host needs ``remote_signals_any=True``.
     ``rpc_socket`` (``HOST:PORT``) is where the forked workers answer uWSGI
@@ -89,7 +92,9 @@ class Runtime:
         mules: int = 0,
         farms: Iterable[FarmSpec | str] = (),
         mule_loops: Iterable[Callable[[], object] | str] = (),
-        spooler: bool | str | os.PathLike[str] = False,
+        spooler: bool | str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = False,
+        spooler_processes: int = 1,
+        spooler_ordered: bool = False,
         spooler_frequency: float = 30.0,
         queue_size: int = 65536,
         send_timeout: float = 30.0,
@@ -132,8 +137,11 @@ class Runtime:
                 MuleProgram(mules + position, body)
                 for position, body in enumerate(mule_loops, start=1)
             ),
-            spooler=spooler is not False,
-            spool_dir=None if isinstance(spooler, bool) else os.fspath(spooler),
+            spooler=spooler is not False and spooler != [],
+            spool_dir=(spool_dirs_of(spooler) or [None])[0],
+            extra_spool_dirs=spool_dirs_of(spooler)[1:],
+            spooler_processes=spooler_processes,
+            spooler_ordered=spooler_ordered,
             spooler_frequency=spooler_frequency,
             queue_size=queue_size,
             send_timeout=send_timeout,
@@ -302,6 +310,17 @@ def listen_for_remote_signals(config: RuntimeConfig) -> socket.socket | None:
     if config.remote_signals is None:
         return None
     return bind_listener(config.remote_signals, config.remote_signals_any)
+
+
+def spool_dirs_of(
+    spooler: bool | str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> list[str]:
+    """The directories ``spooler`` names: none for True/False, one path, or several."""
+    if isinstance(spooler, bool):
+        return []
+    if isinstance(spooler, (str, os.PathLike)):
+        return [os.fspath(spooler)]
+    return [os.fspath(path) for path in spooler if path is not True]
 
 
 def import_or_log(app: str, need_app: bool) -> None:

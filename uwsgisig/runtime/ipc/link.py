@@ -179,6 +179,10 @@ class MasterLink:
         """Tell the master a job was written to the spool directory."""
         self.send(Op.SPOOLED)
 
+    def set_spooler_frequency(self, seconds: int) -> None:
+        """Ask the master to make every spooler look at its jobs every ``seconds``."""
+        self.send(Op.SPOOLER_FREQUENCY, seconds)
+
     def workers(self) -> bytes:
         """The workers' figures as the master sends them: JSON, as its stats server has them."""
         answer = self.request(Op.WORKERS, until=Op.END)

@@ -29,6 +29,7 @@ that died inside ``spool()`` are removed when a spooler starts.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -116,13 +117,23 @@ class SpoolDir:
         self.dead = self.path / DEAD_DIR
 
     def put(
-        self, message: Mapping[str, Any], *, at: float | None = None, retries: int | None = None
+        self,
+        message: Mapping[str, Any],
+        *,
+        at: float | None = None,
+        retries: int | None = None,
+        priority: int | None = None,
     ) -> Path:
-        """Write a job durably; return its path."""
+        """Write a job durably; return its path (in the ``priority`` subdirectory, if any)."""
         _check_retries(retries)
+        _check_priority(priority)
         job = SpooledJob(check_job(message), at=at, retries=retries)
         name = f"{JOB_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(_sequence):08d}"
-        final = self.path / name
+        directory = self.path
+        if priority is not None:
+            directory = self.path / str(priority)
+            directory.mkdir(exist_ok=True)
+        final = directory / name
         self._write(final, job)
         return final
 
@@ -152,11 +163,46 @@ class SpoolDir:
         _sync_directory(final.parent)
 
     def pending(self) -> list[Path]:
-        """Every job file, oldest first."""
-        return sorted(entry for entry in self.path.iterdir() if entry.name.startswith(JOB_PREFIX))
+        """Every job file in the order they run: by priority (lowest first), then oldest first.
+
+        As uWSGI orders them (``--spooler-ordered``): the numbered subdirectories
+        first, then the jobs spooled with no priority.
+        """
+        priorities = sorted(
+            (int(entry.name), entry)
+            for entry in self.path.iterdir()
+            if entry.name.isdigit() and entry.is_dir()
+        )
+        return [
+            job
+            for directory in [*(entry for _, entry in priorities), self.path]
+            for job in _jobs_in(directory)
+        ]
+
+    def claim(self, path: Path) -> int | None:
+        """Lock job ``path`` for this process: its descriptor, or None if another spooler
+        process has it (or it is gone). Closing the descriptor (or dying) releases it."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Still the file at that path? (It may have been done, or rewritten, meanwhile.)
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError(path)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        return fd
 
     def load(self, path: Path) -> SpooledJob:
         """The job in ``path``; ValueError if the file is not a job."""
+        return self.read(path)
+
+    @staticmethod
+    def read(path: Path) -> SpooledJob:
+        """The job in ``path`` (in any directory); ValueError if the file is not a job."""
         try:
             data = json.loads(path.read_bytes())
             if not isinstance(data, dict):
@@ -205,9 +251,11 @@ class SpoolDir:
             pid = entry.name[len(RUNNING_PREFIX) :]
             if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
                 continue
+            taken = entry.with_name(f"{entry.name}.taken-{os.getpid()}")
             with contextlib.suppress(FileNotFoundError):
-                name = entry.read_text().strip()
-                entry.unlink()
+                os.rename(entry, taken)  # one spooler process takes a dead one's mark
+                name = taken.read_text().strip()
+                taken.unlink()
                 if name:
                     names.append(name)
         return names
@@ -240,6 +288,19 @@ class RunningMark:
         """Remove the mark (the spooler leaves)."""
         os.close(self._fd)
         self.path.unlink(missing_ok=True)
+
+
+def _jobs_in(directory: Path) -> list[Path]:
+    return sorted(entry for entry in directory.iterdir() if entry.name.startswith(JOB_PREFIX))
+
+
+def _check_priority(priority: object) -> None:
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int) or priority < 0
+    ):
+        raise ValueError(
+            f"invalid priority {priority!r}: give a whole number >= 0 (lower runs first), or None"
+        )
 
 
 def _sync_directory(path: Path) -> None:
@@ -287,6 +348,7 @@ class Spooler:
         self.spool = spool
         self.handler = handler
         self.frequency = frequency
+        self.configured_frequency = frequency
         self.clock = clock
         self.rand = rand
         self._queue: deque[Path] = deque()
@@ -307,6 +369,9 @@ class Spooler:
                 op, num = incoming  # type: ignore[misc]
                 if op == Op.SPOOL:
                     self._next_scan = 0.0  # a job was spooled: look at the directory now
+                elif op == Op.FREQUENCY:
+                    self.frequency = float(num) if num else self.configured_frequency
+                    self._next_scan = min(self._next_scan, self.clock() + self.frequency)
                 else:
                     loop.handle(op, num)
         finally:
@@ -352,6 +417,15 @@ class Spooler:
             self._queue.append(path)
 
     def _run(self, path: Path) -> None:
+        claimed = self.spool.claim(path)
+        if claimed is None:
+            return  # done, or being run by another process of this spooler
+        try:
+            self._run_claimed(path)
+        finally:
+            os.close(claimed)
+
+    def _run_claimed(self, path: Path) -> None:
         try:
             job = self.spool.load(path)
         except FileNotFoundError:
@@ -379,7 +453,7 @@ class Spooler:
     def _call_handler(self, path: Path, job: SpooledJob) -> None:
         if self._mark is None:
             self._mark = self.spool.running_mark()
-        self._mark.set(path.name)
+        self._mark.set(str(path.relative_to(self.spool.path)))
         try:
             answer = self.handler({**job.message, "spooler_task_name": str(path)})  # type: ignore[misc]
         except Exception:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
+
 from ...errors import MAX_SIGNAL, ScheduleError, SignalAlreadyRegisteredError, TargetError
 from ..ipc.cache import SWEEP_INTERVAL, CacheStore
 from ..ipc.locks import SharedLocks
@@ -96,6 +98,7 @@ class Master:
         caches: CacheStore | None = None,
     ) -> None:
         self.config = config
+        self._configured_spooler_frequency = config.spooler_frequency
         self.caches = caches  # made before the app was imported; the master sweeps them
         # The workers' RPC socket: the master never reads it, its forked workers do.
         self.rpc_listening = rpc_listening
@@ -108,7 +111,7 @@ class Master:
         self.pid = os.getpid()
         self.running = True
         self._graceful = False
-        count = config.worker_slots + config.mule_count + (1 if config.spooler else 0)
+        count = config.worker_slots + config.mule_count + config.spooler_count
         self.progress = Progress(count)
         # One "sleeping" word for every ring: the handle's mapping holds it when
         # there is a handle, so the master stores it once per pass.
@@ -127,8 +130,14 @@ class Master:
             for i in range(1, config.worker_slots + 1)
         ]
         self.mules = [slot(Role.MULE, i) for i in range(1, config.mule_count + 1)]
-        self.spooler = slot(Role.SPOOLER, 0) if config.spooler else None
-        self.slots = [*self.workers, *self.mules, *([self.spooler] if self.spooler else [])]
+        # One slot per spooler process: spooler 0 when there is one, else 1, 2, ...
+        several = config.spooler_count > 1
+        self.spoolers = [
+            slot(Role.SPOOLER, i + 1 if several else 0) for i in range(config.spooler_count)
+        ]
+        # The first spooler process takes the signals aimed at the spooler.
+        self.spooler = self.spoolers[0] if self.spoolers else None
+        self.slots = [*self.workers, *self.mules, *self.spoolers]
         self.worker_queue = SharedQueue("workers")
         self.mule_queue = SharedQueue("mules")
         self.farm_queues = [SharedQueue(f"farm {farm.name}") for farm in config.farms]
@@ -136,6 +145,13 @@ class Master:
         self.locks = SharedLocks(config.locks + 1)
         self.post = PostOffice(config.mule_count, {farm.name: farm.mules for farm in config.farms})
         self.spool = SpoolDir(config.spool_dir) if config.spool_dir is not None else None
+        # The directory each spooler process serves: spooler_processes in a row per directory.
+        dirs = [SpoolDir(path) for path in config.spool_dirs]
+        self.spool_of = {
+            spooler.key: dirs[position // config.spooler_processes]
+            for position, spooler in enumerate(self.spoolers)
+            if dirs
+        }
         self.controller = (
             Peer(controller, controller_rings.ring(0) if controller_rings else None)
             if controller is not None
@@ -150,6 +166,7 @@ class Master:
             workers=self.workers,
             mules=self.mules,
             spooler=self.spooler,
+            more_slots=self.spoolers[1:],
             worker_queue=self.worker_queue,
             mule_queue=self.mule_queue,
             farm_queues=self.farm_queues,
@@ -259,6 +276,7 @@ class Master:
             Op.SPOOLED: self._on_spooled,
             Op.BELL: self._on_bell,
             Op.WORKERS: self._on_workers,
+            Op.SPOOLER_FREQUENCY: self._on_spooler_frequency,
         }
 
     # ---------------------------------------------------------------- life
@@ -557,6 +575,15 @@ class Master:
     def _on_spooled(self, peer: Peer, num: int, arg: int, value: int) -> None:
         self._wake_spooler()
 
+    def _on_spooler_frequency(self, peer: Peer, seconds: int, arg: int, value: int) -> None:
+        # Kept for the spoolers respawned later, as uWSGI keeps it in shared memory;
+        # 0 goes back to --spooler-frequency, as in uWSGI.
+        frequency = seconds or self._configured_spooler_frequency
+        self.config = attrs.evolve(self.config, spooler_frequency=frequency)
+        for spooler in self.spoolers:
+            spooler.put(Op.FREQUENCY, seconds)
+            self._dirty.add(spooler)
+
     # ---------------------------------------------------------------- requests
 
     def _register(self, slot: Slot, num: int, kind_code: int, index: int) -> RegisterError:
@@ -576,9 +603,10 @@ class Master:
         return RegisterError.OK
 
     def _wake_spooler(self) -> None:
-        if self.spooler is not None and not self.spooler.outbox.endswith(_SPOOL_FRAME):
-            self.spooler.put(Op.SPOOL)
-            self._dirty.add(self.spooler)
+        for spooler in self.spoolers:
+            if not spooler.outbox.endswith(_SPOOL_FRAME):
+                spooler.put(Op.SPOOL)
+                self._dirty.add(spooler)
 
     def raise_remote(self, num: int) -> bool:
         """Route ``num`` for a remote node; False if the queue is full (uWSGI then says 0)."""
@@ -693,7 +721,7 @@ class Master:
                 if mule
                 else (),
                 program=self.config.program_of(slot.id) if mule else None,
-                spool=self.spool if slot.role == Role.SPOOLER else None,
+                spool=self.spool_of.get(slot.key) if slot.role == Role.SPOOLER else None,
                 rpc_listening=rpc,
                 caches=self.caches,
             )

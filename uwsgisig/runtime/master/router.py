@@ -79,6 +79,7 @@ class Router:
         farm_position: Callable[[Target], int],
         touch: Callable[[Peer | SharedQueue], None],
         held: HeldSignals | None = None,
+        more_slots: Sequence[Slot] = (),
     ) -> None:
         self.table = table
         self.workers = tuple(workers)
@@ -96,8 +97,10 @@ class Router:
         self.held_workers = self.workers  # the worker slots some process holds
         self.workers_changed()
         self._by_key = {slot.key: slot for slot in (*self.workers, *self.mules)}
-        if spooler is not None:
-            self._by_key[spooler.key] = spooler
+        # Slots that own signals registered after fork, beside the workers and mules:
+        # every spooler process (the first one also takes the `spooler` target).
+        for slot in (*([spooler] if spooler is not None else []), *more_slots):
+            self._by_key[slot.key] = slot
 
     def workers_changed(self) -> None:
         """A process attached to a worker slot or left one: ``workers`` reaches who holds one."""

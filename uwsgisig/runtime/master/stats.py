@@ -171,6 +171,7 @@ def snapshot(master: Master) -> dict[str, Any]:
             for mule in master.mules
         ],
         "spooler": _spooler_stats(master),
+        "spoolers": [_spooler_process_stats(master, spooler) for spooler in master.spoolers],
         "timers": [
             {"signal": num, "period": period, "next_in": max(0.0, due - time.monotonic())}
             for num, period, due in master.events.timers.listing()
@@ -252,6 +253,15 @@ def _cron_stats(num: int, spec: CronSpec) -> dict[str, Any]:
 
 def _farms_of(master: Master, mule: Slot) -> list[str]:
     return [farm.name for farm in master.config.farms if mule.id in farm.mules]
+
+
+def _spooler_process_stats(master: Master, spooler: Slot) -> dict[str, Any]:
+    spool = master.spool_of.get(spooler.key)
+    return {
+        **_slot_stats(spooler, master),
+        "dir": str(spool.path) if spool is not None else None,
+        "jobs_queued": len(spool.pending()) if spool is not None else 0,
+    }
 
 
 def _spooler_stats(master: Master) -> dict[str, Any] | None:

@@ -171,6 +171,12 @@ class RuntimeConfig:
     spooler: bool = False
     # The spooler's job directory; None means a spooler for signals only.
     spool_dir: str | None = None
+    # More spoolers (uWSGI's --spooler repeated), each with a directory of its own.
+    extra_spool_dirs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # Processes per spooler (uWSGI's --spooler-processes): each job runs on one of them.
+    spooler_processes: int = attrs.field(default=1, validator=_at_least(1))
+    # uWSGI's --spooler-ordered: jobs run in order of priority, then of age (always here).
+    spooler_ordered: bool = False
     # How often the spooler looks at its directory, and retries failed jobs (seconds).
     spooler_frequency: float = attrs.field(default=30.0, validator=_positive_seconds)
     # Mules that run a loop of their own (uWSGI's --mule=...).
@@ -219,6 +225,18 @@ class RuntimeConfig:
         for name in names:
             if names.count(name) > 1:
                 raise TargetError(f"farm {name!r} is declared twice with different mules")
+
+    @property
+    def spool_dirs(self) -> tuple[str, ...]:
+        """Every spooler's directory, the first spooler's first."""
+        return (self.spool_dir, *self.extra_spool_dirs) if self.spool_dir else ()
+
+    @property
+    def spooler_count(self) -> int:
+        """Spooler processes to start: ``spooler_processes`` per spooler."""
+        if not self.spooler:
+            return 0
+        return max(len(self.spool_dirs), 1) * self.spooler_processes
 
     @property
     def worker_slots(self) -> int:

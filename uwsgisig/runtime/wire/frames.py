@@ -63,6 +63,7 @@ class Op(enum.IntEnum):
     SPOOLED = 10  # a job was written to the spool directory: wake the spooler
     BELL = 11  # on the socket: frames wait in this child's ring (the master was asleep)
     WORKERS = 12  # the workers' figures? (answered by PAYLOAD frames of JSON and one END)
+    SPOOLER_FREQUENCY = 13  # num: every spooler now looks at its jobs every num seconds
     # master -> child
     RUN = 16  # num: run your handler for num
     DELIVER = 17  # num: your wait() is answered with num
@@ -73,6 +74,7 @@ class Op(enum.IntEnum):
     RELOAD = 22  # finish what you are doing, then exit (graceful reload)
     EVENT_ADDED = 23  # arg: 0 armed, 1 refused (the master logs why)
     SPOOL = 24  # to the spooler: new jobs wait in the directory
+    FREQUENCY = 25  # to the spooler: num, its new frequency in seconds
 
 
 class RegisterError(enum.IntEnum):
