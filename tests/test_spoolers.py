@@ -164,6 +164,14 @@ uwsgi.register_signal(1, "worker1", go)
     assert calls.endswith("},True]")
 
 
+def live_spooler(app) -> int | None:
+    """The pid of a spooler process that runs now (one being respawned has pid 0)."""
+    return next(
+        (info.pid for info in app.handle.processes() if info.role == "spooler" and info.pid),
+        None,
+    )
+
+
 def test_killing_spooler_processes_mid_flow_loses_no_job(start_app, tmp_path):
     spool_dir = tmp_path / "spool"
     total = 200
@@ -192,7 +200,9 @@ def go(num):
     killed = 0
     for count in (20, 60, 100):
         app.wait_records("job", count)
-        victim = next(info.pid for info in app.handle.processes() if info.role == "spooler")
+        victim = wait_for(lambda: live_spooler(app), 30, "a live spooler process")
+        assert isinstance(victim, int)
+        assert victim > 0  # never os.kill(0): that is the whole process group
         os.kill(victim, signal.SIGKILL)
         killed += 1
         app.seen_pids.add(victim)
@@ -231,3 +241,35 @@ def run(job):
     assert sum(times - 1 for times in runs.values()) <= 2  # one per killed spooler process
     wait_for(lambda: not SpoolDir(spool_dir).pending(), 30, "the spool to empty")
     assert not [p for p in spool_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_new_frequency_applies_at_once_to_the_jobs_waiting_for_a_look(start_app, tmp_path):
+    app = start_app(
+        """
+from uwsgisig import spooler
+
+tries = 0
+
+@spooler.handler
+def run(job):
+    global tries
+    tries += 1
+    record("try", tries)
+    return spooler.SPOOL_RETRY if tries == 1 else spooler.SPOOL_OK
+
+@Signal(1).register_handler(target="worker1")
+def go(num):
+    spooler.spool(n=1)
+
+@Signal(2).register_handler(target="worker1")
+def faster(num):
+    spooler.set_period(1)
+""",
+        workers=1,
+        spooler=tmp_path / "spool",
+        spooler_frequency=3600,  # the retry would come in an hour
+    )
+    app.handle.signal(1)
+    app.wait_records("try", 1)
+    app.handle.signal(2)
+    assert [words[1] for words in app.wait_records("try", 2, timeout=30)] == ["1", "2"]

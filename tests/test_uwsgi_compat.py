@@ -144,7 +144,9 @@ def test_the_same_example_runs_alike_under_a_real_uwsgi(tmp_path):
     server = start_uwsgi(
         EXAMPLE,
         tmp_path,
-        [*UWSGI_OPTIONS, "--spooler", str(tmp_path / "spool")],
+        # uWSGI wakes its spooler with SIGUSR1 when a job is spooled; one sent before the
+        # spooler is ready is lost, and the job waits for the next look: make it soon.
+        [*UWSGI_OPTIONS, "--spooler", str(tmp_path / "spool"), "--spooler-frequency", "1"],
         {"UWSGIDECORATORS_APP_DIR": str(tmp_path)},
     )
     pids: set[int] = set()

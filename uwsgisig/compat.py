@@ -172,6 +172,8 @@ def mule_msg(message: bytes | str, mule: int | bytes | None = None) -> bool:
     A full queue makes the sender wait (then raise), never drops the message.
     """
     _check_message("mule_msg", 1, message)
+    if not platform.options().get("mules"):
+        raise ValueError("no mule configured")
     if mule is None or isinstance(mule, int):
         return platform.mule_msg(message, int(mule or 0))
     if isinstance(mule, bytes):

@@ -2,8 +2,8 @@
 
 The link sends frames and sorts what it reads: CREDIT frames refill the
 raise window, answers (REGISTERED, PROC, END, EVENT_ADDED) go to ``replies``
-and signal frames (RUN, DELIVER, RELOAD, SPOOL) wait in ``inbox`` until the
-signal loop takes them with `MasterLink.take`, which counts each RUN and
+and signal frames (RUN, DELIVER, RELOAD, SPOOL, FREQUENCY) wait in ``inbox``
+until the signal loop takes them with `MasterLink.take`, which counts each RUN and
 DELIVER in the child's progress cell. Reading never runs user code, so a
 handler that raises a signal while the window is empty can block here safely.
 
@@ -45,7 +45,7 @@ from .rings import Ring
 
 __all__ = ["MasterGone", "MasterLink"]
 
-_SIGNAL_OPS = frozenset((Op.RUN, Op.DELIVER, Op.RELOAD, Op.SPOOL))
+_SIGNAL_OPS = frozenset((Op.RUN, Op.DELIVER, Op.RELOAD, Op.SPOOL, Op.FREQUENCY))
 _COUNTED_OPS = frozenset((Op.RUN, Op.DELIVER))
 # Seconds a threaded link polls at most before it looks again at what it waits for.
 THREADED_POLL = 0.005

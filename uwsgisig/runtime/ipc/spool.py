@@ -370,13 +370,19 @@ class Spooler:
                 if op == Op.SPOOL:
                     self._next_scan = 0.0  # a job was spooled: look at the directory now
                 elif op == Op.FREQUENCY:
-                    self.frequency = float(num) if num else self.configured_frequency
-                    self._next_scan = min(self._next_scan, self.clock() + self.frequency)
+                    self.set_frequency(num)
                 else:
                     loop.handle(op, num)
         finally:
             if self._mark is not None:
                 self._mark.close()
+
+    def set_frequency(self, seconds: int) -> None:
+        """Look at the jobs every ``seconds`` from now on (0: the configured frequency);
+        the jobs waiting for the next look are looked at now."""
+        self.frequency = float(seconds) if seconds else self.configured_frequency
+        self._not_before.clear()  # an `at` or a retry time is read again from the job's file
+        self._next_scan = 0.0
 
     def recover(self) -> None:
         """At start: clean what dead processes left, and count the jobs they were running."""
