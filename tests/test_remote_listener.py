@@ -26,6 +26,7 @@ from uwsgisig.runtime.master.listener import (
     is_loopback,
     parse_listen_address,
 )
+from uwsgisig.runtime.model.addresses import is_allowed, parse_networks
 from uwsgisig.runtime.model.process import CURRENT
 from uwsgisig.runtime.wire.remote import parse_address, send_remote_signal
 
@@ -201,21 +202,71 @@ def test_a_flood_of_connections_is_capped_and_the_runtime_serves_on(start_app):
     pids = set(app.handle.pids())
     flood = [connect(address) for _ in range(200)]
     try:
-        # Those over the cap are closed at once, the others once they stayed silent.
+        # Past the cap each newcomer closes the oldest idle one; the rest stay silent.
         for conn in flood:
             assert read_to_eof(conn) == b""
     finally:
         for conn in flood:
             conn.close()
-    refused = log_lines(app, "refused")
+    evicted = log_lines(app, "the oldest idle goes")
     silent = log_lines(app, "sent 0 of 4 bytes")
-    assert refused
-    assert f"{MAX_CONNECTIONS} connections are open" in refused[0]
-    assert len(refused) + len(silent) == 200  # one line for each
+    assert evicted
+    assert f"{MAX_CONNECTIONS} connections are open" in evicted[0]
+    assert len(evicted) + len(silent) == 200  # one line for each
     assert len(silent) <= MAX_CONNECTIONS
     assert set(app.handle.pids()) == pids
     assert exchange(address, request(17)) == ACCEPTED
     app.wait_records("seventeen", 1)
+
+
+def test_idle_connections_cannot_starve_a_valid_request(start_app):
+    app = start_app(APP, remote_signals=LOOPBACK_ANY_PORT)
+    address = app.handle.remote_signals
+    idle = [connect(address) for _ in range(MAX_CONNECTIONS)]
+    try:
+        wait_for(lambda: len(socket_peers(app.handle.pid, address)) >= MAX_CONNECTIONS, 10,
+                 "the idle connections to be accepted")  # fmt: skip
+        # The table is full of peers that say nothing: the valid request still gets in,
+        # and the oldest idle one makes room for it.
+        assert exchange(address, request(17)) == ACCEPTED
+        app.wait_records("seventeen", 1)
+        assert read_to_eof(idle[0]) == b""
+        assert log_lines(app, "the oldest idle goes")
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def socket_peers(pid: int, address: str) -> list[str]:
+    """The established connections to ``address`` (HOST:PORT), from /proc/net/tcp."""
+    port = int(address.rpartition(":")[2])
+    return [
+        line
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if line.split()[1] == f"0100007F:{port:04X}" and line.split()[3] == "01"
+    ]
+
+
+def test_loopback_senders_are_always_allowed(start_app):
+    app = start_app(APP, remote_signals=LOOPBACK_ANY_PORT, remote_allow=["10.0.0.0/8"])
+    address = app.handle.remote_signals
+    assert exchange(address, request(17)) == ACCEPTED  # loopback always may
+    app.wait_records("seventeen", 1)
+
+
+def test_a_refused_sender_gets_the_reject_answer_and_raises_nothing(start_app, monkeypatch):
+    # Loopback is always allowed, so pretend the peer is elsewhere: the listener asks
+    # `is_allowed` about every peer it accepts.
+    from uwsgisig.runtime.master import listener
+
+    monkeypatch.setattr(listener, "is_allowed", lambda host, networks: False)
+    app = start_app(APP, remote_signals=LOOPBACK_ANY_PORT)
+    address = app.handle.remote_signals
+    answers = [exchange(address, request(17)) for _ in range(20)]
+    assert answers == [REJECTED] * 20
+    lines = wait_log(app, "not in the allowed networks")
+    assert len(lines) < 20  # at most one line a second, with a count
+    assert app.records("seventeen") == []
 
 
 def test_the_node_answers_rejected_only_when_its_queue_is_full(start_app):
@@ -324,3 +375,31 @@ def test_cli_listens_on_the_address_it_is_given(tmp_path):
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("10.1.2.3", True),
+        ("::ffff:10.1.2.3", True),  # an IPv4 peer on a dual-stack socket
+        ("192.0.2.7", True),
+        ("192.0.2.8", False),
+        ("11.0.0.1", False),
+        ("2001:db8::1", True),
+        ("2001:db9::1", False),
+        ("not an address", False),
+    ],
+)
+def test_allowed_networks(host, allowed):
+    networks = parse_networks(("10.0.0.0/8", "192.0.2.7", "2001:db8::/32"))
+    assert is_allowed(host, networks) is allowed
+
+
+def test_a_bad_network_is_refused_before_anything_starts(capsys):
+    with pytest.raises(ValueError, match="invalid remote-allow 'ten/8': give an address"):
+        Runtime(remote_signals=LOOPBACK_ANY_PORT, remote_allow=["ten/8"])
+    assert main(["run", "app.py", "--remote-allow", "300.0.0.0/8"]) == 2
+    assert "invalid remote-allow '300.0.0.0/8'" in capsys.readouterr().err

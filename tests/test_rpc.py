@@ -301,6 +301,21 @@ def test_a_silent_or_garbled_peer_is_logged_and_the_worker_serves_on(start_app):
     assert rpc(app.handle.rpc_socket, "where", "after") is not None
 
 
+def test_a_host_outside_the_allowed_networks_calls_nothing(start_app, monkeypatch):
+    # Loopback is always allowed: pretend the peer is elsewhere, in the forked workers.
+    from uwsgisig.runtime.child import rpc as rpc_server
+
+    monkeypatch.setattr(rpc_server, "is_allowed", lambda host, networks: False)
+    app = start_app(RPC_APP, workers=2, rpc_socket="127.0.0.1:0")
+    host, _, port = app.handle.rpc_socket.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(pack_request(b"where", [b"x"]))
+        assert conn.recv(4) == b"\xff\x00\x00\x00"  # uWSGI's reject
+    assert rpc(app.handle.rpc_socket, "where", "y") is None
+    assert app.records("where") == []
+    wait_for(lambda: "not in the allowed networks" in app.log.read_text(), 10, "a log line")
+
+
 def test_a_non_loopback_rpc_socket_needs_an_opt_in():
     with pytest.raises(ValueError, match=r"RPC requests.*--rpc-socket-any"):
         Runtime(rpc_socket="0.0.0.0:3031")

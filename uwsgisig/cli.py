@@ -270,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
         "can raise any signal",
     )
     run.add_argument(
+        "--remote-allow",
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="hosts of this network (10.0.0.0/8, 192.0.2.7) may raise remote signals and call "
+        "RPC functions (repeatable; loopback hosts always may, others get uWSGI's reject)",
+    )
+    run.add_argument(
         "--rpc-socket",
         metavar="HOST:PORT",
         help="the workers answer uWSGI RPC requests (and remote signals) on this address, "
@@ -436,6 +444,7 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             log_file=args.log_file,
             remote_signals=args.remote_signals,
             remote_signals_any=args.remote_signals_any,
+            remote_allow=args.remote_allow,
             need_app=args.need_app or not args.uwsgi_compat,
             rpc_socket=args.rpc_socket,
             rpc_socket_any=args.rpc_socket_any,

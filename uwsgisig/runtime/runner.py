@@ -51,7 +51,9 @@ class Runtime:
     one); ``spooler_processes`` processes share each spooler's jobs, each job
     run by one of them. ``remote_signals`` (``HOST:PORT``,
     port 0 for a free one) lets other nodes raise signals over the uwsgi
-    protocol; a non-loopback host needs ``remote_signals_any=True``.
+    protocol; a non-loopback host needs ``remote_signals_any=True``, and
+    ``remote_allow`` (networks such as ``"10.0.0.0/8"``) names the senders it
+    takes beside loopback ones, for remote signals and RPC alike.
     ``rpc_socket`` (``HOST:PORT``) is where the forked workers answer uWSGI
     RPC requests and remote signals, as a uWSGI node's socket does; a
     non-loopback host needs ``rpc_socket_any=True``. ``need_app=False`` logs an
@@ -104,6 +106,7 @@ class Runtime:
         log_file: str | os.PathLike[str] | None = None,
         remote_signals: str | None = None,
         remote_signals_any: bool = False,
+        remote_allow: Iterable[str] = (),
         rpc_socket: str | None = None,
         rpc_socket_any: bool = False,
         need_app: bool = True,
@@ -151,6 +154,7 @@ class Runtime:
             log_file=None if log_file is None else os.fspath(log_file),
             remote_signals=remote_signals,
             remote_signals_any=remote_signals_any,
+            remote_allow=tuple(remote_allow),
             rpc_socket=rpc_socket,
             rpc_socket_any=rpc_socket_any,
             need_app=need_app,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from ..ipc.link import MasterGone, MasterLink
 from ..ipc.posix import STOP_SIGNALS, die_with_parent, set_title
 from ..ipc.spool import Spooler
+from ..model.addresses import parse_networks
 from ..model.app import DECLARED
 from ..model.process import CURRENT, ChildSpec
 from .loop import SignalLoop, describe_self
@@ -31,7 +32,13 @@ def run_child(spec: ChildSpec) -> int:
         spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress, ring=spec.ring
     )
     rpc = (
-        RpcServer(spec.rpc_listening, DECLARED.rpc, link.raise_signal, describe_self)
+        RpcServer(
+            spec.rpc_listening,
+            DECLARED.rpc,
+            link.raise_signal,
+            describe_self,
+            allowed=parse_networks(spec.config.remote_allow),
+        )
         if spec.rpc_listening is not None
         else None
     )

@@ -14,16 +14,20 @@ answers it and closes the connection:
   serves a uWSGI node both ways.
 
 A peer has `RPC_TIMEOUT` seconds to send its request, so a silent one holds
-a worker no longer than that.
+a worker no longer than that. Only hosts of the allowed networks
+(``--remote-allow``, and always loopback) are served: any other gets
+``ff 00 00 00`` and the connection closes, logged at most once a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
 
 from ...errors import SignalQueueFullError
+from ..model.addresses import LOOPBACK_NETWORKS, Network, RefusalLog, is_allowed
 from ..model.rpc import RpcFunctions
 from ..wire.remote import UWSGI_SIGNAL_MODIFIER
 from ..wire.rpc import (
@@ -54,6 +58,7 @@ class RpcServer:
         raise_signal: Callable[[int], None],
         who: Callable[[], str],
         timeout: float = RPC_TIMEOUT,
+        allowed: tuple[Network, ...] = LOOPBACK_NETWORKS,
     ) -> None:
         sock.setblocking(False)
         self.sock = sock
@@ -61,6 +66,8 @@ class RpcServer:
         self._raise = raise_signal
         self._who = who
         self._timeout = timeout
+        self._allowed = allowed
+        self._refusals = RefusalLog("RPC request")
 
     def fileno(self) -> int:
         """The listening socket's descriptor, for the loop's poller."""
@@ -74,6 +81,12 @@ class RpcServer:
             return
         with conn:
             conn.settimeout(self._timeout)
+            if not is_allowed(str(peer[0]), self._allowed):
+                self._refusals.refused(_peer(peer))
+                with contextlib.suppress(OSError):
+                    _read(conn, HEADER_SIZE)  # answered once it spoke (no reset)
+                    conn.sendall(REJECTED)
+                return
             try:
                 self._answer(conn)
             except (OSError, RpcPacketError) as exc:

@@ -9,7 +9,13 @@ the header and any further packet are ignored.
 The master's poll loop drives it and no call blocks. A connection that sends
 something else, closes early or stays silent is closed with one log line, and
 the connections open at once are capped, so no peer can stall the master or
-use up its descriptors.
+use up its descriptors: when the table is full, the oldest connection that
+has not sent its request yet makes room for the new one, so idle peers cannot
+starve valid requests.
+
+Only hosts of the allowed networks (``--remote-allow``, and always loopback)
+may raise signals: any other gets uWSGI's reject answer, ``ff 00 00 00``,
+before it is read, and the log says so at most once a second.
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ import socket
 import time
 from collections.abc import Callable
 
-from ..model.addresses import is_loopback, parse_listen_address
+from ..model.addresses import (
+    LOOPBACK_NETWORKS,
+    Network,
+    RefusalLog,
+    is_allowed,
+    is_loopback,
+    parse_listen_address,
+)
 from ..wire.remote import UWSGI_SIGNAL_MODIFIER
 
 __all__ = [
@@ -84,12 +97,15 @@ def address_of(sock: socket.socket) -> str:
 class Connection:
     """One peer: the header bytes received so far, then the reply not yet sent."""
 
-    __slots__ = ("deadline", "header", "peer", "reply", "sock")
+    __slots__ = ("deadline", "header", "peer", "refused", "reply", "sock")
 
-    def __init__(self, sock: socket.socket, peer: str, deadline: float) -> None:
+    def __init__(
+        self, sock: socket.socket, peer: str, deadline: float, refused: bool = False
+    ) -> None:
         self.sock = sock
         self.peer = peer
         self.deadline = deadline
+        self.refused = refused  # not an allowed sender: its request is answered "rejected"
         self.header = bytearray()
         self.reply: bytearray | None = None
 
@@ -107,12 +123,15 @@ class RemoteListener:
         sock: socket.socket,
         poll: select.poll,
         raise_signal: Callable[[int], bool],
+        allowed: tuple[Network, ...] = LOOPBACK_NETWORKS,
     ) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.address = address_of(sock)
         self._poll = poll
         self._raise = raise_signal
+        self._allowed = allowed
+        self._refusals = RefusalLog("remote signal")
         # By fd, in the order of their deadlines (all get the same timeout).
         self.connections: dict[int, Connection] = {}
         self._paused_until: float | None = None
@@ -192,7 +211,10 @@ class RemoteListener:
                 self._paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             peer = describe_peer(address)
-            if len(self.connections) >= MAX_CONNECTIONS:
+            refused = not is_allowed(str(address[0]), self._allowed)
+            if refused:
+                self._refusals.refused(peer)
+            if len(self.connections) >= MAX_CONNECTIONS and not self._evict_idle():
                 log.warning(
                     "remote signal connection from %s refused: %d connections are open",
                     peer,
@@ -202,9 +224,17 @@ class RemoteListener:
                 continue
             sock.setblocking(False)
             self.connections[sock.fileno()] = Connection(
-                sock, peer, time.monotonic() + IDLE_TIMEOUT
+                sock, peer, time.monotonic() + IDLE_TIMEOUT, refused
             )
             self._poll.register(sock, select.POLLIN)
+
+    def _evict_idle(self) -> bool:
+        """Close the oldest connection still waiting for its request; False if none is."""
+        for conn in self.connections.values():  # oldest first
+            if conn.reply is None:
+                self._close(conn, f"{MAX_CONNECTIONS} connections are open: the oldest idle goes")
+                return True
+        return False
 
     def _read(self, conn: Connection) -> None:
         try:
@@ -215,6 +245,10 @@ class RemoteListener:
             data = b""  # reset by the peer: as good as closed
         if not data:
             self._close(conn, f"the peer hung up after {len(conn.header)} of 4 bytes")
+            return
+        if conn.refused:
+            conn.reply = bytearray(REJECTED)  # answered once it spoke, then closed
+            self._send(conn)
             return
         conn.header += data[: HEADER_SIZE - len(conn.header)]
         if conn.header[0] != UWSGI_SIGNAL_MODIFIER:

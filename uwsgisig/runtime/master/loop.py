@@ -32,6 +32,7 @@ from ..ipc.posix import STOP_SIGNALS, kill_group
 from ..ipc.progress import Progress
 from ..ipc.rings import WEAK_ORDER_NAP, Rings
 from ..ipc.spool import SpoolDir
+from ..model.addresses import parse_networks
 from ..model.config import ATTACH_ENV, RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
@@ -211,7 +212,9 @@ class Master:
             )
         self._poll = select.poll()
         self.remote = (
-            RemoteListener(listening, self._poll, self.raise_remote)
+            RemoteListener(
+                listening, self._poll, self.raise_remote, parse_networks(config.remote_allow)
+            )
             if listening is not None
             else None
         )

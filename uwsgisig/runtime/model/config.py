@@ -9,7 +9,7 @@ from collections.abc import Callable
 import attrs
 
 from ...errors import TargetError
-from .addresses import parse_listen_address
+from .addresses import parse_listen_address, parse_networks
 from .caches import CacheSpec, check_unique
 
 __all__ = ["ATTACH_ENV", "FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
@@ -196,6 +196,9 @@ class RuntimeConfig:
     remote_signals: str | None = None
     # Whether that address may be other than loopback: whoever reaches it raises signals.
     remote_signals_any: bool = False
+    # The networks whose hosts may raise remote signals and call RPC functions, beside
+    # the loopback ones (which always may).
+    remote_allow: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # HOST:PORT where the workers answer uWSGI RPC requests (and remote signals), if anywhere.
     rpc_socket: str | None = None
     # Whether that address may be other than loopback: whoever reaches it calls RPC functions.
@@ -210,6 +213,7 @@ class RuntimeConfig:
             )
         if self.remote_signals is not None:
             parse_listen_address(self.remote_signals, self.remote_signals_any)
+        parse_networks(self.remote_allow)
         if self.rpc_socket is not None:
             parse_listen_address(
                 self.rpc_socket,
