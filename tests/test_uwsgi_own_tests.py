@@ -129,15 +129,28 @@ def copy_of(release: Path, workdir: Path) -> Path:
     return workdir
 
 
+# Every Python process of a server writes each printed line in one write(), so the
+# lines of several processes sharing output.txt never mix (unbuffered, a print of
+# several values is several writes).
+LINE_AT_A_TIME = """import sys
+
+for stream in (sys.stdout, sys.stderr):
+    try:
+        stream.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
+"""
+
+
 def start(argv: list[str], workdir: Path) -> Server:
     """Run ``argv`` in ``workdir`` with its output in ``output.txt``."""
     log = workdir / "output.txt"
+    (workdir / "sitecustomize.py").write_text(LINE_AT_A_TIME)
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"},
         "PATH": path,
         "PYTHONPATH": os.pathsep.join([str(REPO), str(workdir)]),
-        "PYTHONUNBUFFERED": "1",
     }
     with open(log, "ab") as output:
         process = subprocess.Popen(
