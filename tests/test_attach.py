@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_all_gone, wait_for
+from uwsgisig.rpc import rpc
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -507,3 +508,32 @@ def test_a_visitor_that_says_nothing_is_turned_away(start_app, monkeypatch):
     app = start_app(APP, workers=0, attach=2)
     answer = _raw_hello(app.handle.config.attach_socket, b"")
     assert answer == {"ok": False, "error": "no hello within 0.2 s"}
+
+
+def test_attached_workers_answer_the_rpc_socket_too(start_app, attach_to):
+    app = start_app(
+        """
+        from uwsgisig.rpc import register_rpc
+
+        @register_rpc()
+        def where():
+            return who()
+        """,
+        workers=0,
+        attach=2,
+        rpc_socket="127.0.0.1:0",
+    )
+    first, second = attach_to(app), attach_to(app)
+    ids_of(app, 2)
+    answers = {rpc(app.handle.rpc_socket, "where") for _ in range(40)}
+    assert answers <= {b"worker1", b"worker2"}
+    assert answers  # served by the attached processes: the runtime forked no worker
+    second.command("detach")
+    wait_for(lambda: len(ids_of_now(app)) == 1, 20, "one attached worker left")
+    assert {rpc(app.handle.rpc_socket, "where") for _ in range(20)} == {
+        f"worker{first.id}".encode()
+    }
+
+
+def ids_of_now(app) -> dict[int, int]:
+    return {i.id: i.pid for i in app.handle.processes() if i.role == "worker" and i.pid}

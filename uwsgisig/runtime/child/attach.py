@@ -29,12 +29,15 @@ from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
 from ..ipc.progress import Progress
 from ..ipc.rings import Rings
+from ..model.addresses import parse_networks
+from ..model.app import DECLARED
 from ..model.config import RuntimeConfig
 from ..model.process import CURRENT
 from ..model.roles import Role
 from ..model.table import TABLE
 from .bootstrap import run_hooks
-from .loop import SignalLoop
+from .loop import SignalLoop, describe_self
+from .rpc import RpcServer
 
 __all__ = ["Attachment", "attach_to"]
 
@@ -86,6 +89,7 @@ class Attachment:
         # Closing the private socket first: nothing more can be read into this
         # process once the master learns it left.
         self.link.close()
+        self._close_rpc()
         self.door.close()
         self._forget()
 
@@ -94,8 +98,14 @@ class Attachment:
         self.link.close()
         for queue in self.loop.queues.values():
             queue.close()
+        self._close_rpc()
         self.door.close()
         self._forget()
+
+    def _close_rpc(self) -> None:
+        # A worker that left takes no RPC request, nor does a copy a request forked.
+        if self.loop.rpc is not None:
+            self.loop.rpc.sock.close()
 
     def _forget(self) -> None:
         if CURRENT.loop is self.loop:
@@ -151,7 +161,8 @@ def _read_answer(door: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) -> Attachment:
-    private, progress_fd, rings_fd, sleeping_fd, worker_queue_fd, locks_fd, *post_fds = fds
+    private, progress_fd, rings_fd, sleeping_fd, worker_queue_fd, locks_fd, *rest = fds
+    rpc_fd, post_fds = (rest[0], rest[1:]) if answer.get("rpc") else (None, rest)
     config: RuntimeConfig = pickle.loads(base64.b64decode(answer["config"]))
     index = answer["index"]
     progress = Progress.attach(progress_fd)
@@ -171,7 +182,18 @@ def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) 
         farms,
         write_ends=iter([socket.socket(fileno=fd, type=socket.SOCK_DGRAM) for fd in post_fds]),
     )
-    loop = SignalLoop(link, [worker_queue], TABLE, threads=True)
+    rpc = (
+        RpcServer(
+            socket.socket(fileno=rpc_fd),
+            DECLARED.rpc,
+            link.raise_signal,
+            describe_self,
+            allowed=parse_networks(config.remote_allow),
+        )
+        if rpc_fd is not None
+        else None
+    )
+    loop = SignalLoop(link, [worker_queue], TABLE, threads=True, rpc=rpc)
     CURRENT.role = Role.WORKER
     CURRENT.id = answer["id"]
     CURRENT.masterpid = answer["masterpid"]

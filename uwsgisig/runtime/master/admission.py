@@ -90,6 +90,7 @@ def admit(
         "farms": {farm.name: list(farm.mules) for farm in master.config.farms},
         "locks": master.locks.count,
         "caches": master.caches.path if master.caches is not None else None,
+        "rpc": master.rpc_listening is not None,  # its descriptor follows the locks'
     }
     fds = [
         slot.child_end.fileno(),
@@ -98,6 +99,7 @@ def admit(
         master.rings.sleeping_memory.fd,
         master.worker_queue.read_end.fileno(),
         master.locks.fd,
+        *([master.rpc_listening.fileno()] if master.rpc_listening is not None else []),
         *(queue.write_end.fileno() for queue in master.post.all_queues()),
     ]
     return Admission(answer, fds, f"worker {slot.id}"), slot
