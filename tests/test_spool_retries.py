@@ -16,15 +16,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import wait_for
 from uwsgisig import spooler
-from uwsgisig.runtime.ipc.spool import (
-    RETRY_CAP,
-    SPOOL_IGNORE,
-    SPOOL_OK,
-    SPOOL_RETRY,
-    SpoolDir,
-    Spooler,
-    retry_delay,
-)
+from uwsgisig.runtime.child.spooler import RETRY_CAP, Spooler, retry_delay
+from uwsgisig.runtime.ipc.spool import SPOOL_IGNORE, SPOOL_OK, SPOOL_RETRY, SpoolDir
 from uwsgisig.runtime.wire.jobs import decode_job, encode_job
 
 pytestmark = pytest.mark.timeout(90)

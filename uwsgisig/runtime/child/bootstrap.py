@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterable
 
 from ..ipc.link import MasterGone, MasterLink
 from ..ipc.posix import STOP_SIGNALS, die_with_parent, set_title
-from ..ipc.spool import Spooler
 from ..model.addresses import parse_networks
 from ..model.app import DECLARED
 from ..model.process import CURRENT, ChildSpec
 from .loop import SignalLoop, describe_self
 from .programs import run_program
 from .rpc import RpcServer
+from .spooler import Spooler
 
 __all__ = ["reset_posix_signals", "run_child", "run_hooks"]
 

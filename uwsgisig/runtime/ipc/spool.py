@@ -1,4 +1,4 @@
-"""The spool: jobs kept as files in a directory, run in order by the spooler.
+"""The spool: jobs kept as files in a directory (`child.spooler` runs them).
 
 ``spool()`` writes a job to a temporary file, syncs it, and renames it into
 the directory, so a job is either whole or absent, and once ``spool()`` has
@@ -15,7 +15,7 @@ A job file is JSON: ``{"v": 2, "job": {...}, "at": ..., "retries": ...,
 **Retries.** A job spooled with ``retries=N`` runs at most N + 1 times: each
 failure (the handler raised, returned `SPOOL_RETRY`, or its process died
 while running it) is counted in the job's file, and the next try waits an
-exponential, jittered delay (`retry_delay`); after the last one the job
+exponential, jittered delay (`child.spooler.retry_delay`); after the last one the job
 moves to the dead-letter directory (``dead/`` inside the spool directory),
 with the reason beside it in ``NAME.traceback``. A job without ``retries``
 is tried again every spooler frequency, forever, as in uWSGI.
@@ -34,21 +34,14 @@ import itertools
 import json
 import logging
 import os
-import random
 import time
-import traceback
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from ..wire.frames import Op
 from ..wire.jobs import JobValue, JobValueError, check_job, decode_job, encode_job
-
-if TYPE_CHECKING:
-    from ..child.loop import SignalLoop
 
 __all__ = [
     "DEAD_DIR",
@@ -58,9 +51,7 @@ __all__ = [
     "JobValueError",
     "SpoolDir",
     "SpooledJob",
-    "Spooler",
     "check_job",
-    "retry_delay",
 ]
 
 log = logging.getLogger("uwsgisig")
@@ -74,20 +65,7 @@ JOB_PREFIX = "job-"
 TEMPORARY_PREFIX = ".job-"
 RUNNING_PREFIX = ".running-"
 DEAD_DIR = "dead"
-# The longest wait between two tries of a job with retries, before jitter.
-RETRY_CAP = 3600.0
 _sequence = itertools.count()
-
-
-def retry_delay(failures: int, base: float, rand: Callable[[], float] = random.random) -> float:
-    """Seconds before the next try of a job that failed ``failures`` times (from 1).
-
-    ``base * 2 ** (failures - 1)``, at most `RETRY_CAP`, then a random part of
-    its second half taken off ("equal jitter"), so jobs that failed together
-    do not all come back at once: the delay is between half and all of it.
-    """
-    full = min(base * 2 ** min(failures - 1, 64), RETRY_CAP)
-    return full / 2 + full / 2 * rand()
 
 
 @attrs.frozen
@@ -327,191 +305,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class Spooler:
-    """The spooler's loop: signals for the spooler, and the jobs of its directory.
-
-    ``clock`` (UNIX seconds) and ``rand`` are the time and the jitter, given
-    by tests.
-    """
-
-    def __init__(
-        self,
-        spool: SpoolDir,
-        handler: Callable[[dict[str, Any]], object] | None,
-        frequency: float,
-        *,
-        clock: Callable[[], float] = time.time,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self.spool = spool
-        self.handler = handler
-        self.frequency = frequency
-        self.configured_frequency = frequency
-        self.clock = clock
-        self.rand = rand
-        self._queue: deque[Path] = deque()
-        self._not_before: dict[Path, float] = {}  # the clock's time of a job's next try
-        self._next_scan = 0.0
-        self._mark: RunningMark | None = None
-
-    def serve(self, loop: SignalLoop) -> None:
-        """Run jobs and signal handlers until the master goes away."""
-        self.recover()
-        signals = loop.sources(signals=True, mail=())
-        try:
-            while not loop.leaving:
-                delay = self.run_next()
-                incoming = loop.next(delay, signals)
-                if incoming is None:
-                    continue
-                op, num = incoming  # type: ignore[misc]
-                if op == Op.SPOOL:
-                    self._next_scan = 0.0  # a job was spooled: look at the directory now
-                elif op == Op.FREQUENCY:
-                    self.set_frequency(num)
-                else:
-                    loop.handle(op, num)
-        finally:
-            if self._mark is not None:
-                self._mark.close()
-
-    def set_frequency(self, seconds: int) -> None:
-        """Look at the jobs every ``seconds`` from now on (0: the configured frequency);
-        the jobs waiting for the next look are looked at now."""
-        self.frequency = float(seconds) if seconds else self.configured_frequency
-        self._not_before.clear()  # an `at` or a retry time is read again from the job's file
-        self._next_scan = 0.0
-
-    def recover(self) -> None:
-        """At start: clean what dead processes left, and count the jobs they were running."""
-        removed = self.spool.remove_abandoned()
-        if removed:
-            log.warning(
-                "removed %d unfinished job file(s) of processes that died inside spool(): %s",
-                len(removed),
-                ", ".join(path.name for path in removed),
-            )
-        for name in self.spool.interrupted():
-            path = self.spool.path / name
-            try:
-                job = self.spool.load(path)
-            except (FileNotFoundError, ValueError):
-                continue
-            log.error("spool job %s was running when its spooler died", name)
-            self._failed(path, job, "its spooler process died while running it", crashed=True)
-        self._mark = self.spool.running_mark()
-
-    def run_next(self) -> float:
-        """Run the next due job, if any; return how long the loop may wait for signals."""
-        now = self.clock()
-        if not self._queue and now >= self._next_scan:
-            self._scan(now)
-        if self._queue:
-            self._run(self._queue.popleft())
-            return 0.0  # look for signals, then the next job
-        return max(self._next_scan - self.clock(), 0.0)
-
-    def _scan(self, now: float) -> None:
-        self._next_scan = now + self.frequency
-        for path in self.spool.pending():
-            not_before = self._not_before.get(path, 0.0)
-            if not_before > now:
-                self._next_scan = min(self._next_scan, not_before)
-                continue
-            self._queue.append(path)
-
-    def _run(self, path: Path) -> None:
-        claimed = self.spool.claim(path)
-        if claimed is None:
-            return  # done, or being run by another process of this spooler
-        try:
-            self._run_claimed(path)
-        finally:
-            os.close(claimed)
-
-    def _run_claimed(self, path: Path) -> None:
-        try:
-            job = self.spool.load(path)
-        except FileNotFoundError:
-            return
-        except ValueError as exc:
-            log.error(
-                "%s: it is renamed to %s and never run (a job file is written whole, then "
-                "renamed: this one was written by something else, or damaged on disk)",
-                exc,
-                path.name + ".bad",
-            )
-            os.replace(path, path.with_name(path.name + ".bad"))
-            return
-        now = self.clock()
-        due = max(job.at or 0.0, job.retry_at or 0.0)
-        if due > now:
-            self._later(path, due - now)
-            return
-        if self.handler is None:
-            log.warning("spool job %s waits: the app set no spool handler", path.name)
-            self._later(path, self.frequency)
-            return
-        self._call_handler(path, job)
-
-    def _call_handler(self, path: Path, job: SpooledJob) -> None:
-        if self._mark is None:
-            self._mark = self.spool.running_mark()
-        self._mark.set(str(path.relative_to(self.spool.path)))
-        try:
-            answer = self.handler({**job.message, "spooler_task_name": str(path)})  # type: ignore[misc]
-        except Exception:
-            log.exception("spool handler raised on job %s", path.name)
-            self._failed(path, job, traceback.format_exc())
-            return
-        finally:
-            self._mark.clear()
-        if answer is None or answer == SPOOL_OK:
-            self._not_before.pop(path, None)
-            path.unlink(missing_ok=True)
-        elif answer == SPOOL_IGNORE:
-            self._later(path, self.frequency)
-        else:
-            self._failed(path, job, f"the spool handler returned {answer!r}")
-
-    def _failed(self, path: Path, job: SpooledJob, reason: str, crashed: bool = False) -> None:
-        """A try of ``job`` failed: try again later, or bury it if it has no tries left."""
-        if job.retries is None:  # uWSGI's way: forever, at the next look
-            if not crashed:  # (a job its spooler died in runs again at once, as in uWSGI)
-                self._later(path, self.frequency)
-            return
-        attempts = job.attempts + 1
-        if attempts > job.retries:
-            grave = self.spool.bury(path, attempts_of(job, attempts, None), reason)
-            self._not_before.pop(path, None)
-            log.error(
-                "spool job %s failed %d time(s), its last try: moved to %s (the reason is in "
-                "%s.traceback)",
-                path.name,
-                attempts,
-                grave,
-                grave.name,
-            )
-            return
-        delay = retry_delay(attempts, self.frequency, self.rand)
-        self.spool.rewrite(path, attempts_of(job, attempts, self.clock() + delay))
-        self._later(path, delay)
-        log.warning(
-            "spool job %s failed (try %d of %d): next try in %.3g s",
-            path.name,
-            attempts,
-            job.retries + 1,
-            delay,
-        )
-
-    def _later(self, path: Path, delay: float) -> None:
-        when = self.clock() + delay
-        self._not_before[path] = when
-        self._next_scan = min(self._next_scan, when)
-
-
-def attempts_of(job: SpooledJob, attempts: int, retry_at: float | None) -> SpooledJob:
-    """``job`` after ``attempts`` failed tries, next tried at ``retry_at``."""
-    return attrs.evolve(job, attempts=attempts, retry_at=retry_at)
