@@ -5,6 +5,8 @@ on Python 3 refuses."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
 import threading
@@ -441,3 +443,57 @@ def test_rpc_and_locks_under_a_real_uwsgi_through_the_api(tmp_path: Path):
         server.stop()
     assert said["/rpc"] == "hello abc|hello x|['hello']|RpcNotFoundError"
     assert said["/locks"] == "False|True|False|LockNumberError"
+
+
+def test_many_callers_at_once_are_all_answered_by_the_workers(start_app):
+    app = start_app(RPC_APP, workers=2, rpc_socket="127.0.0.1:0")
+    address = app.handle.rpc_socket
+    answers: list[bytes | None] = []
+    lock = threading.Lock()
+
+    def caller(n: int) -> None:
+        for i in range(50):
+            answer = rpc(address, "where", f"{n}-{i}")
+            with lock:
+                answers.append(answer)
+
+    callers = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(60)
+    assert len(answers) == 200
+    assert all(answer is not None for answer in answers)
+    served = {answer.split()[0] for answer in answers if answer is not None}
+    assert served <= {b"worker1", b"worker2"}
+    got = sorted(answer.split()[1].decode() for answer in answers if answer is not None)
+    assert got == sorted(f"{n}-{i}" for n in range(4) for i in range(50))  # each once
+
+
+def test_a_worker_killed_in_the_middle_of_a_call_fails_that_call_alone(start_app):
+    app = start_app(RPC_APP, workers=2, rpc_socket="127.0.0.1:0")
+    address = app.handle.rpc_socket
+    results: list[object] = []
+
+    def parked_call() -> None:
+        try:
+            results.append(rpc(address, "park"))
+        except OSError as exc:
+            results.append(exc)
+
+    caller = threading.Thread(target=parked_call)
+    caller.start()
+    parked = app.wait_records("parked", 1)[0]
+    os.kill(int(parked[-1]), signal.SIGKILL)
+    caller.join(30)
+    # The connection closed without an answer: None, as uWSGI's client says, never a hang.
+    assert not caller.is_alive()
+    assert len(results) == 1
+    assert results[0] is None or isinstance(results[0], OSError)
+    answers = {rpc(address, "where", "after") for _ in range(20)}  # the others, and the new one
+    assert None not in answers
+    wait_for(
+        lambda: len({i.pid for i in app.handle.processes() if i.role == "worker" and i.pid}) == 2,
+        20,
+        "the killed worker to be replaced",
+    )

@@ -273,3 +273,31 @@ def faster(num):
     app.wait_records("try", 1)
     app.handle.signal(2)
     assert [words[1] for words in app.wait_records("try", 2, timeout=30)] == ["1", "2"]
+
+
+def test_several_senders_at_once_each_job_runs_once(start_app, tmp_path):
+    spool_dir = tmp_path / "spool"
+    app = start_app(
+        """
+from uwsgisig import spooler
+
+@spooler.handler
+def run(job):
+    record("job", job["n"])
+
+@Signal(1).register_handler(target="workers")
+def go(num):
+    for i in range(50):
+        spooler.spool(n=f"{uwsgisig.worker_id()}-{i}")
+    record("spooled")
+""",
+        workers=4,
+        spooler=spool_dir,
+        spooler_processes=2,
+    )
+    app.handle.signal(1)
+    app.wait_records("spooled", 4)
+    wait_for(lambda: len(app.records("job")) >= 200, 60, "200 jobs")
+    wait_for(lambda: not SpoolDir(spool_dir).pending(), 30, "the spool to empty")
+    runs = collections.Counter(words[1] for words in app.records("job"))
+    assert runs == {f"{w}-{i}": 1 for w in range(1, 5) for i in range(50)}
