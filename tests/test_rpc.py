@@ -29,7 +29,7 @@ from uwsgisig.runtime.wire.rpc import (
     pack_request,
     pack_response,
     parse_array,
-    parse_response_header,
+    parse_header,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -114,7 +114,7 @@ def local_in_mule(num):
 )
 def test_a_request_parses_back_to_its_name_and_arguments(name, args):
     packet = pack_request(name, args)
-    size, modifier2 = parse_response_header(packet[:4])
+    size, modifier2 = parse_header(packet[:4])
     assert packet[0] == 173
     assert (size, modifier2) == (len(packet) - 4, 0)
     assert parse_array(packet[4:]) == [name, *args]
@@ -150,7 +150,7 @@ def test_answers_short_long_and_raw():
     assert pack_response(b"ok") == b"\xad\x02\x00\x00ok"
     assert pack_response(b"ok", 1) == b"ok"
     long = pack_response(b"q" * 70000)
-    size, modifier2 = parse_response_header(long[:4])
+    size, modifier2 = parse_header(long[:4])
     assert modifier2 == 5
     key_size = struct.unpack_from("<H", long, 4)[0]
     assert long[6 : 6 + key_size] == b"CONTENT_LENGTH"

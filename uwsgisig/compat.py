@@ -242,18 +242,18 @@ def spool(*args: object, **kwargs: object) -> bytes:
     and a bytes ``b"body"`` is the body. A str key or value raises uWSGI's
     ``ValueError``; ``b"priority"`` raises `NotImplementedError`.
     """
-    return _spool("spool", args, kwargs)
+    return _spool(args, kwargs)
 
 
 def send_to_spooler(*args: object, **kwargs: object) -> bytes:
     """The same as `spool`."""
-    return _spool("send_to_spooler", args, kwargs)
+    return _spool(args, kwargs)
 
 
 _ONLY_BYTES = "spooler callable dictionary must contains only bytes"
 
 
-def _spool(call: str, args: tuple[object, ...], kwargs: dict[str, object]) -> bytes:
+def _spool(args: tuple[object, ...], kwargs: dict[str, object]) -> bytes:
     message = args[0] if args else kwargs
     if not isinstance(message, dict):
         raise ValueError("The argument of spooler callable must be a dictionary")

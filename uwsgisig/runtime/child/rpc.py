@@ -36,7 +36,7 @@ from ..wire.rpc import (
     RpcPacketError,
     pack_response,
     parse_array,
-    parse_response_header,
+    parse_header,
 )
 
 __all__ = ["RpcServer"]
@@ -95,7 +95,7 @@ class RpcServer:
     def _answer(self, conn: socket.socket) -> None:
         header = _read(conn, HEADER_SIZE)
         modifier1 = header[0]
-        size, modifier2 = parse_response_header(header)
+        size, modifier2 = parse_header(header)
         if modifier1 == UWSGI_SIGNAL_MODIFIER:
             conn.sendall(self._signal(modifier2))
             return

@@ -26,7 +26,7 @@ __all__ = [
     "pack_request",
     "pack_response",
     "parse_array",
-    "parse_response_header",
+    "parse_header",
 ]
 
 RPC_MODIFIER = 173
@@ -93,8 +93,8 @@ def pack_response(result: bytes, modifier2: int = 0) -> bytes:
     return _HEADER.pack(RPC_MODIFIER, len(vars_), LONG_ANSWER) + vars_ + result
 
 
-def parse_response_header(header: bytes) -> tuple[int, int]:
-    """``(datasize, modifier2)`` of an answer's 4-byte header."""
+def parse_header(header: bytes) -> tuple[int, int]:
+    """``(datasize, modifier2)`` of a 4-byte uwsgi header (a request's or an answer's)."""
     _, size, modifier2 = _HEADER.unpack(header)
     return size, modifier2
 
@@ -119,7 +119,7 @@ def call_remote(
             if not first:
                 return None  # no such function, or it gave no bytes
             header = first + _read_exactly(conn, _HEADER.size - len(first))
-            size, modifier2 = parse_response_header(header)
+            size, modifier2 = parse_header(header)
             payload = _read_exactly(conn, size)
             if modifier2 == LONG_ANSWER:
                 payload = _read_exactly(conn, _content_length(payload))
