@@ -433,7 +433,8 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             mules=args.mules,
             farms=[parse_farm(text) for text in args.farm],
             mule_loops=args.mule,
-            spooler=args.spooler,
+            # Each --spooler gives a directory, or True (a spooler for signals only).
+            spooler=[path for path in args.spooler if path is not True] or bool(args.spooler),
             spooler_processes=args.spooler_processes,
             spooler_ordered=args.spooler_ordered,
             spooler_frequency=args.spooler_frequency,

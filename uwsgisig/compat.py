@@ -239,8 +239,9 @@ def spool(*args: object, **kwargs: object) -> bytes:
     As uWSGI on Python 3 reads it: the first argument is the job (keyword
     arguments are the job only when there is none); ``b"spooler"`` names the
     directory, ``b"at"`` the UNIX time (digits) before which it does not run,
-    and a bytes ``b"body"`` is the body. A str key or value raises uWSGI's
-    ``ValueError``; ``b"priority"`` raises `NotImplementedError`.
+    and a bytes ``b"body"`` is the body; ``b"priority"`` (digits, kept in the
+    job) puts it in line, lower first. A str key or value raises uWSGI's
+    ``ValueError``.
     """
     return _spool(args, kwargs)
 

@@ -69,6 +69,7 @@ __all__ = [
     "check_monitor_path",
     "check_ms_timer",
     "check_rpc_name",
+    "check_spooler_frequency",
     "check_timer",
     "add_cron",
     "add_crontab",
@@ -862,9 +863,7 @@ def spooler_pids() -> list[int]:
     if CURRENT.loop is None:
         return []
     return [
-        frame.value
-        for frame in CURRENT.loop.link.status()
-        if Role(frame.arg & 0x7F) == Role.SPOOLER and frame.value
+        pid for role, _, pid, _ in CURRENT.loop.link.status() if role == Role.SPOOLER and pid
     ]
 
 
@@ -874,10 +873,15 @@ def spooler_pid() -> int:
     return pids[0] if pids else 0
 
 
-def set_spooler_frequency(seconds: int) -> None:
-    """Make every spooler look at its jobs every ``seconds`` (0: --spooler-frequency again)."""
+def check_spooler_frequency(seconds: object) -> None:
+    """Raise ValueError unless ``seconds`` is whole seconds from 0 to 65535."""
     if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 65535:
         raise ValueError(f"invalid spooler frequency {seconds!r}: whole seconds, 0 to 65535")
+
+
+def set_spooler_frequency(seconds: int) -> None:
+    """Make every spooler look at its jobs every ``seconds`` (0: --spooler-frequency again)."""
+    check_spooler_frequency(seconds)
     if CURRENT.loop is None:
         raise NotInRuntimeError(
             "set_spooler_frequency() works only in a worker, mule or spooler"
@@ -889,7 +893,7 @@ def spooler_get_task(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The job in the file ``path`` (with ``spooler_task_name``), or None if it is none."""
     task = Path(os.fspath(path))
     try:
-        job = SpoolDir.read(task)
+        job = SpoolDir.load(task)
     except (OSError, ValueError):
         return None
     return {**job.message, "spooler_task_name": str(task)}

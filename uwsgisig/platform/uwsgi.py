@@ -33,7 +33,7 @@ from ..errors import (
 from ..runtime.child import offload
 from ..runtime.child.programs import run_program
 from ..runtime.ipc.messages import as_message
-from ..runtime.ipc.spool import SPOOL_OK, SPOOL_RETRY
+from ..runtime.ipc.spool import SPOOL_OK, SPOOL_RETRY, check_priority
 from ..runtime.model import app
 from ..runtime.model.config import MuleProgram
 from ..runtime.model.targets import parse_target
@@ -48,6 +48,7 @@ __all__ = list(embedded.__all__)  # the same calls as the embedded engine
 check_cron = embedded.check_cron
 check_monitor_path = embedded.check_monitor_path
 check_rpc_name = embedded.check_rpc_name
+check_spooler_frequency = embedded.check_spooler_frequency
 on_reset = embedded.on_reset
 
 NAME = "uwsgi"
@@ -479,20 +480,11 @@ def spool(
         uwsgi_job[b"at"] = str(int(at)).encode()
     if spooler is not None:
         uwsgi_job[b"spooler"] = os.fsencode(spooler)
+    check_priority(priority)
     if priority is not None:
-        if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
-            raise ValueError(f"invalid priority {priority!r}: give a whole number >= 0, or None")
         uwsgi_job[b"priority"] = str(priority).encode()
     name = uwsgi.spool(uwsgi_job)
     return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def _as_bytes(text: str | bytes) -> bytes:
-    if isinstance(text, bytes):
-        return text
-    if isinstance(text, str):
-        return text.encode()
-    raise TypeError(f"a spool job holds str or bytes, not {type(text).__name__}: {text!r}")
 
 
 def set_spool_handler(handler: Callable[[dict[str, Any]], object] | None) -> None:
@@ -667,8 +659,7 @@ def spooler_pid() -> int:
 
 def set_spooler_frequency(seconds: int) -> None:
     """Make uWSGI's spoolers look at their jobs every ``seconds``."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 65535:
-        raise ValueError(f"invalid spooler frequency {seconds!r}: whole seconds, 0 to 65535")
+    check_spooler_frequency(seconds)
     uwsgi.set_spooler_frequency(seconds)
 
 

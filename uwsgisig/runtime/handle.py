@@ -19,7 +19,6 @@ from .ipc.link import MasterGone, MasterLink
 from .ipc.posix import kill
 from .ipc.rings import Ring
 from .model.config import RuntimeConfig
-from .model.roles import Role
 
 __all__ = ["ProcessInfo", "RuntimeHandle"]
 
@@ -84,12 +83,10 @@ class RuntimeHandle:
 
     def processes(self) -> list[ProcessInfo]:
         """Every process of the runtime, the master first."""
-        infos = []
-        for frame in self._link.status():
-            role = Role(frame.arg & 0x7F)
-            ready = role == Role.MASTER or bool(frame.arg & 0x80)
-            infos.append(ProcessInfo(role.name.lower(), frame.num, frame.value, ready))
-        return infos
+        return [
+            ProcessInfo(role.name.lower(), ident, pid, ready)
+            for role, ident, pid, ready in self._link.status()
+        ]
 
     def pids(self) -> list[int]:
         """Pids of the master and of every live child."""

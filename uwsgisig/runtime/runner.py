@@ -132,6 +132,7 @@ class Runtime:
         harakiri: float = 0.0,
     ) -> None:
         self.app = app
+        spool_dirs = spool_dirs_of(spooler)
         self.config = RuntimeConfig(
             workers=workers,
             mules=mules,
@@ -140,9 +141,9 @@ class Runtime:
                 MuleProgram(mules + position, body)
                 for position, body in enumerate(mule_loops, start=1)
             ),
-            spooler=spooler is not False and spooler != [],
-            spool_dir=(spool_dirs_of(spooler) or [None])[0],
-            extra_spool_dirs=spool_dirs_of(spooler)[1:],
+            spooler=spooler is True or bool(spool_dirs),
+            spool_dir=spool_dirs[0] if spool_dirs else None,
+            extra_spool_dirs=spool_dirs[1:],
             spooler_processes=spooler_processes,
             spooler_ordered=spooler_ordered,
             spooler_frequency=spooler_frequency,
@@ -324,7 +325,7 @@ def spool_dirs_of(
         return []
     if isinstance(spooler, (str, os.PathLike)):
         return [os.fspath(spooler)]
-    return [os.fspath(path) for path in spooler if path is not True]
+    return [os.fspath(path) for path in spooler]
 
 
 def import_or_log(app: str, need_app: bool) -> None:

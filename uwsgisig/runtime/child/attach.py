@@ -29,15 +29,12 @@ from ..ipc.locks import SharedLocks
 from ..ipc.messages import PostOffice
 from ..ipc.progress import Progress
 from ..ipc.rings import Rings
-from ..model.addresses import parse_networks
-from ..model.app import DECLARED
 from ..model.config import RuntimeConfig
 from ..model.process import CURRENT
 from ..model.roles import Role
 from ..model.table import TABLE
-from .bootstrap import run_hooks
-from .loop import SignalLoop, describe_self
-from .rpc import RpcServer
+from .bootstrap import rpc_server, run_hooks
+from .loop import SignalLoop
 
 __all__ = ["Attachment", "attach_to"]
 
@@ -182,17 +179,7 @@ def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) 
         farms,
         write_ends=iter([socket.socket(fileno=fd, type=socket.SOCK_DGRAM) for fd in post_fds]),
     )
-    rpc = (
-        RpcServer(
-            socket.socket(fileno=rpc_fd),
-            DECLARED.rpc,
-            link.raise_signal,
-            describe_self,
-            allowed=parse_networks(config.remote_allow),
-        )
-        if rpc_fd is not None
-        else None
-    )
+    rpc = rpc_server(socket.socket(fileno=rpc_fd), link, config) if rpc_fd is not None else None
     loop = SignalLoop(link, [worker_queue], TABLE, threads=True, rpc=rpc)
     CURRENT.role = Role.WORKER
     CURRENT.id = answer["id"]

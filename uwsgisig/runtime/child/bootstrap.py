@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterable
 
 from ..ipc.link import MasterGone, MasterLink
 from ..ipc.posix import STOP_SIGNALS, die_with_parent, set_title
-from ..model.addresses import parse_networks
 from ..model.app import DECLARED
+from ..model.config import RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
 from .loop import SignalLoop, describe_self
 from .programs import run_program
@@ -31,17 +32,9 @@ def run_child(spec: ChildSpec) -> int:
     link = MasterLink(
         spec.link, send_timeout=spec.config.send_timeout, progress=spec.progress, ring=spec.ring
     )
-    rpc = (
-        RpcServer(
-            spec.rpc_listening,
-            DECLARED.rpc,
-            link.raise_signal,
-            describe_self,
-            allowed=parse_networks(spec.config.remote_allow),
-        )
-        if spec.rpc_listening is not None
-        else None
-    )
+    rpc = None
+    if spec.rpc_listening is not None:
+        rpc = rpc_server(spec.rpc_listening, link, spec.config)
     loop = SignalLoop(link, spec.queues, spec.table, spec.mailbox, rpc=rpc)
     loop.harakiri_ns = int(spec.config.harakiri * 1e9)
     set_title(*titles_of(spec))
@@ -69,6 +62,13 @@ def run_child(spec: ChildSpec) -> int:
     except MasterGone:
         return 0
     return 0
+
+
+def rpc_server(sock: socket.socket, link: MasterLink, config: RuntimeConfig) -> RpcServer:
+    """This worker's server of the runtime's RPC socket ``sock``."""
+    return RpcServer(
+        sock, DECLARED.rpc, link.raise_signal, describe_self, allowed=config.allowed_networks
+    )
 
 
 def titles_of(spec: ChildSpec) -> tuple[str, str]:

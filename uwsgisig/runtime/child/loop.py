@@ -398,7 +398,7 @@ class SignalLoop:
         if op == Op.RELOAD:
             self.leaving = True
             return None
-        if op == Op.SPOOL or op == Op.FREQUENCY:
+        if op in (Op.SPOOL, Op.FREQUENCY):
             return None  # the spooler's loop looks at its directory after every frame
         if op == Op.DELIVER:
             if self.waiting is None:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from ...errors import SignalQueueFullError
 from ..model.addresses import LOOPBACK_NETWORKS, Network, RefusalLog, is_allowed
 from ..model.rpc import RpcFunctions
-from ..wire.remote import UWSGI_SIGNAL_MODIFIER
+from ..wire.remote import ACCEPTED, REJECTED, UWSGI_SIGNAL_MODIFIER
 from ..wire.rpc import (
     RPC_MODIFIER,
     RPC_TIMEOUT,
@@ -37,14 +37,13 @@ from ..wire.rpc import (
     pack_response,
     parse_array,
     parse_header,
+    read_exactly,
 )
 
 __all__ = ["RpcServer"]
 
 log = logging.getLogger("uwsgisig")
 
-ACCEPTED = bytes([255, 0, 0, 1])
-REJECTED = bytes([255, 0, 0, 0])
 HEADER_SIZE = 4
 
 
@@ -84,7 +83,7 @@ class RpcServer:
             if not is_allowed(str(peer[0]), self._allowed):
                 self._refusals.refused(_peer(peer))
                 with contextlib.suppress(OSError):
-                    _read(conn, HEADER_SIZE)  # answered once it spoke (no reset)
+                    read_exactly(conn, HEADER_SIZE)  # answered once it spoke (no reset)
                     conn.sendall(REJECTED)
                 return
             try:
@@ -93,7 +92,7 @@ class RpcServer:
                 log.warning("RPC request from %s to %s: %s", _peer(peer), self._who(), exc)
 
     def _answer(self, conn: socket.socket) -> None:
-        header = _read(conn, HEADER_SIZE)
+        header = read_exactly(conn, HEADER_SIZE)
         modifier1 = header[0]
         size, modifier2 = parse_header(header)
         if modifier1 == UWSGI_SIGNAL_MODIFIER:
@@ -101,7 +100,7 @@ class RpcServer:
             return
         if modifier1 != RPC_MODIFIER:
             raise RpcPacketError(f"modifier1 {modifier1} is neither RPC (173) nor a signal (110)")
-        items = parse_array(_read(conn, size))
+        items = parse_array(read_exactly(conn, size))
         name = items[0].decode("utf-8", "surrogateescape")
         result = self._functions.call(name, items[1:])
         if result is not None:
@@ -113,16 +112,6 @@ class RpcServer:
         except SignalQueueFullError:
             return REJECTED
         return ACCEPTED
-
-
-def _read(conn: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            raise OSError(f"the peer closed after {len(data)} of {size} bytes")
-        data += chunk
-    return bytes(data)
 
 
 def _peer(peer: object) -> str:

@@ -29,8 +29,10 @@ from collections import deque
 from collections.abc import Callable
 
 from ...errors import SignalAlreadyRegisteredError, SignalQueueFullError, TargetError
+from ..model.roles import Role
 from ..wire.frames import (
     BELL_FRAME,
+    PROC_READY,
     RAISE_FRAMES,
     RAISE_WINDOW,
     Frame,
@@ -191,9 +193,15 @@ class MasterLink:
         )
         return payload[: answer[-1].value]
 
-    def status(self) -> list[Frame]:
-        """The PROC frames describing every process of the runtime, the master first."""
-        return [frame for frame in self.request(Op.STATUS, until=Op.END) if frame.op == Op.PROC]
+    def status(self) -> list[tuple[Role, int, int, bool]]:
+        """``(role, id, pid, ready)`` of every process of the runtime, the master first
+        (pid 0 while one is respawned; the master is always ready)."""
+        return [
+            (role, frame.num, frame.value, role == Role.MASTER or bool(frame.arg & PROC_READY))
+            for frame in self.request(Op.STATUS, until=Op.END)
+            if frame.op == Op.PROC
+            for role in (Role(frame.arg & ~PROC_READY),)
+        ]
 
     # ---------------------------------------------------------------- plumbing
 

@@ -52,6 +52,7 @@ __all__ = [
     "SpoolDir",
     "SpooledJob",
     "check_job",
+    "check_priority",
 ]
 
 log = logging.getLogger("uwsgisig")
@@ -79,11 +80,14 @@ class SpooledJob:
     retry_at: float | None = None  # the UNIX time of its next try, after a failure
 
 
-def _check_retries(retries: object) -> None:
-    if retries is not None and (
-        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
-    ):
-        raise ValueError(f"invalid retries {retries!r}: give a whole number >= 0, or None")
+def check_priority(priority: object) -> None:
+    """Raise ValueError unless ``priority`` is None or a whole number >= 0."""
+    _check_count("priority", priority, " (lower runs first)")
+
+
+def _check_count(what: str, value: object, meaning: str = "") -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"invalid {what} {value!r}: give a whole number >= 0{meaning}, or None")
 
 
 class SpoolDir:
@@ -103,8 +107,8 @@ class SpoolDir:
         priority: int | None = None,
     ) -> Path:
         """Write a job durably; return its path (in the ``priority`` subdirectory, if any)."""
-        _check_retries(retries)
-        _check_priority(priority)
+        _check_count("retries", retries)
+        check_priority(priority)
         job = SpooledJob(check_job(message), at=at, retries=retries)
         name = f"{JOB_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(_sequence):08d}"
         directory = self.path
@@ -174,12 +178,8 @@ class SpoolDir:
             return None
         return fd
 
-    def load(self, path: Path) -> SpooledJob:
-        """The job in ``path``; ValueError if the file is not a job."""
-        return self.read(path)
-
     @staticmethod
-    def read(path: Path) -> SpooledJob:
+    def load(path: Path) -> SpooledJob:
         """The job in ``path`` (in any directory); ValueError if the file is not a job."""
         try:
             data = json.loads(path.read_bytes())
@@ -207,7 +207,7 @@ class SpoolDir:
         self._write(grave, job)
         (self.dead / f"{path.name}.traceback").write_text(reason)
         path.unlink(missing_ok=True)
-        _sync_directory(self.path)
+        _sync_directory(path.parent)  # the spool directory, or its priority's
         return grave
 
     def remove_abandoned(self) -> list[Path]:
@@ -270,15 +270,6 @@ class RunningMark:
 
 def _jobs_in(directory: Path) -> list[Path]:
     return sorted(entry for entry in directory.iterdir() if entry.name.startswith(JOB_PREFIX))
-
-
-def _check_priority(priority: object) -> None:
-    if priority is not None and (
-        isinstance(priority, bool) or not isinstance(priority, int) or priority < 0
-    ):
-        raise ValueError(
-            f"invalid priority {priority!r}: give a whole number >= 0 (lower runs first), or None"
-        )
 
 
 def _sync_directory(path: Path) -> None:

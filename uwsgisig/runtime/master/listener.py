@@ -34,7 +34,7 @@ from ..model.addresses import (
     is_loopback,
     parse_listen_address,
 )
-from ..wire.remote import UWSGI_SIGNAL_MODIFIER
+from ..wire.remote import ACCEPTED, REJECTED, UWSGI_SIGNAL_MODIFIER
 
 __all__ = [
     "ACCEPTED",
@@ -50,8 +50,6 @@ __all__ = [
 
 log = logging.getLogger("uwsgisig")
 
-ACCEPTED = bytes([255, 0, 0, 1])
-REJECTED = bytes([255, 0, 0, 0])
 HEADER_SIZE = 4
 # A peer has this long from its connection to send its 4 bytes.
 IDLE_TIMEOUT = 2.0

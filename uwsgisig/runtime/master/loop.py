@@ -32,14 +32,13 @@ from ..ipc.posix import STOP_SIGNALS, kill_group
 from ..ipc.progress import Progress
 from ..ipc.rings import WEAK_ORDER_NAP, Rings
 from ..ipc.spool import SpoolDir
-from ..model.addresses import parse_networks
 from ..model.config import ATTACH_ENV, RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
 from ..model.table import SignalTable
 from ..model.targets import Target, target_from_code
 from ..schedule.events import Event, EventSources, decode, rb_timer_event, timer_event
-from ..wire.frames import FRAME, FRAME_SIZE, Op, RegisterError, pack_payload
+from ..wire.frames import FRAME, FRAME_SIZE, PROC_READY, Op, RegisterError, pack_payload
 from .admission import admit
 from .command import Command
 from .door import Admission, AttachDoor
@@ -145,7 +144,6 @@ class Master:
         self.queues = [self.worker_queue, self.mule_queue, *self.farm_queues]
         self.locks = SharedLocks(config.locks + 1)
         self.post = PostOffice(config.mule_count, {farm.name: farm.mules for farm in config.farms})
-        self.spool = SpoolDir(config.spool_dir) if config.spool_dir is not None else None
         # The directory each spooler process serves: spooler_processes in a row per directory.
         dirs = [SpoolDir(path) for path in config.spool_dirs]
         self.spool_of = {
@@ -213,7 +211,7 @@ class Master:
         self._poll = select.poll()
         self.remote = (
             RemoteListener(
-                listening, self._poll, self.raise_remote, parse_networks(config.remote_allow)
+                listening, self._poll, self.raise_remote, config.allowed_networks
             )
             if listening is not None
             else None
@@ -544,7 +542,7 @@ class Master:
         for slot in self.slots:
             if slot.vacant:
                 continue  # an attach slot nobody holds is no process
-            flags = int(slot.role) | (0x80 if slot.ready else 0)
+            flags = int(slot.role) | (PROC_READY if slot.ready else 0)
             peer.put(Op.PROC, slot.id, slot.pid or 0, arg=flags)
         peer.put(Op.END)
         self._dirty.add(peer)

@@ -258,14 +258,16 @@ def _farms_of(master: Master, mule: Slot) -> list[str]:
 def _spooler_process_stats(master: Master, spooler: Slot) -> dict[str, Any]:
     spool = master.spool_of.get(spooler.key)
     return {
-        **_slot_stats(spooler, master),
+        **_spooler_slot_stats(master, spooler),
         "dir": str(spool.path) if spool is not None else None,
-        "jobs_queued": len(spool.pending()) if spool is not None else 0,
     }
 
 
 def _spooler_stats(master: Master) -> dict[str, Any] | None:
-    if master.spooler is None:
-        return None
-    jobs = len(master.spool.pending()) if master.spool is not None else 0
-    return {**_slot_stats(master.spooler, master), "jobs_queued": jobs}
+    return _spooler_slot_stats(master, master.spooler) if master.spooler is not None else None
+
+
+def _spooler_slot_stats(master: Master, spooler: Slot) -> dict[str, Any]:
+    spool = master.spool_of.get(spooler.key)
+    jobs = len(spool.pending()) if spool is not None else 0
+    return {**_slot_stats(spooler, master), "jobs_queued": jobs}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import attrs
 
 from ...errors import TargetError
-from .addresses import parse_listen_address, parse_networks
+from .addresses import Network, parse_listen_address, parse_networks
 from .caches import CacheSpec, check_unique
 
 __all__ = ["ATTACH_ENV", "FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
@@ -229,6 +229,11 @@ class RuntimeConfig:
         for name in names:
             if names.count(name) > 1:
                 raise TargetError(f"farm {name!r} is declared twice with different mules")
+
+    @property
+    def allowed_networks(self) -> tuple[Network, ...]:
+        """Whose remote signals and RPC requests are taken: loopback, and ``remote_allow``."""
+        return parse_networks(self.remote_allow)
 
     @property
     def spool_dirs(self) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ __all__ = [
     "FRAME_SIZE",
     "Frame",
     "RAISE_FRAMES",
+    "PROC_READY",
     "RAISE_WINDOW",
     "RUN_FRAMES",
     "FrameReader",
@@ -45,6 +46,9 @@ RAISE_WINDOW = 4096
 
 # `num` of a WAIT frame that waits for any signal.
 ANY_SIGNAL = 0xFFFF
+
+# The bit of a PROC frame's `arg` (beside the role) set when the process is ready.
+PROC_READY = 0x80
 
 
 class Op(enum.IntEnum):
@@ -69,7 +73,7 @@ class Op(enum.IntEnum):
     DELIVER = 17  # num: your wait() is answered with num
     CREDIT = 18  # value: this many more RAISE frames may be sent
     REGISTERED = 19  # arg: 0 accepted, else a RegisterError code
-    PROC = 20  # arg: role, num: id, value: pid
+    PROC = 20  # arg: role | PROC_READY when ready, num: id, value: pid
     END = 21  # end of a STATUS answer; of a WORKERS answer, value: the payload's length
     RELOAD = 22  # finish what you are doing, then exit (graceful reload)
     EVENT_ADDED = 23  # arg: 0 armed, 1 refused (the master logs why)

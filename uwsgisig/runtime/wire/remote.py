@@ -10,9 +10,19 @@ from __future__ import annotations
 import socket
 import struct
 
-__all__ = ["REMOTE_TIMEOUT", "UWSGI_SIGNAL_MODIFIER", "parse_address", "send_remote_signal"]
+__all__ = [
+    "ACCEPTED",
+    "REJECTED",
+    "REMOTE_TIMEOUT",
+    "UWSGI_SIGNAL_MODIFIER",
+    "parse_address",
+    "send_remote_signal",
+]
 
 UWSGI_SIGNAL_MODIFIER = 110
+# A node's answers: modifier1 255, modifier2 1 (accepted) or 0 (rejected).
+ACCEPTED = bytes([255, 0, 0, 1])
+REJECTED = bytes([255, 0, 0, 0])
 # uWSGI's own sender gives up after 4 s.
 REMOTE_TIMEOUT = 4.0
 _HEADER = struct.Struct("<BHB")

@@ -27,6 +27,7 @@ __all__ = [
     "pack_response",
     "parse_array",
     "parse_header",
+    "read_exactly",
 ]
 
 RPC_MODIFIER = 173
@@ -118,11 +119,11 @@ def call_remote(
             first = conn.recv(_HEADER.size)
             if not first:
                 return None  # no such function, or it gave no bytes
-            header = first + _read_exactly(conn, _HEADER.size - len(first))
+            header = first + read_exactly(conn, _HEADER.size - len(first))
             size, modifier2 = parse_header(header)
-            payload = _read_exactly(conn, size)
+            payload = read_exactly(conn, size)
             if modifier2 == LONG_ANSWER:
-                payload = _read_exactly(conn, _content_length(payload))
+                payload = read_exactly(conn, _content_length(payload))
     except OSError as exc:
         raise OSError(f"unable to call RPC function {name!r} on node {node}: {exc}") from exc
     return payload or None
@@ -142,11 +143,12 @@ def _content_length(vars_: bytes) -> int:
     raise OSError("the node's long answer has no CONTENT_LENGTH")
 
 
-def _read_exactly(conn: socket.socket, size: int) -> bytes:
+def read_exactly(conn: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``conn``; OSError if the peer closes before."""
     data = bytearray()
     while len(data) < size:
         chunk = conn.recv(min(size - len(data), 1 << 20))
         if not chunk:
-            raise OSError(f"the answer ended after {len(data)} of {size} bytes")
+            raise OSError(f"the peer closed after {len(data)} of {size} bytes")
         data += chunk
     return bytes(data)
