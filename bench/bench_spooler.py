@@ -14,20 +14,26 @@ processes compare) as 8 bytes to a file opened ``O_APPEND`` in the row's
 directory, and returns None.
 
 * ``uwsgisig spooler``: ``spooler.spool({"n": i}, spooler=DIR)`` N times
-  (outside a runtime: each job is a temporary file, fsynced, renamed, and
-  the directory fsynced), then ``Runtime(app, workers=1, spooler=DIR,
-  spooler_frequency=1, spooler_processes=P)`` (the keyword only for P > 1;
+  (outside a runtime: each job is a record appended to this process's spool
+  journal, then fdatasynced; no file per job), then
+  ``Runtime(app, workers=1, spooler=DIR, spooler_frequency=1,
+  spooler_processes=P)`` (the keyword only for P > 1;
   a `Runtime` without it gives "n/a" for that row). A job's file is deleted
-  once its handler returned (not fsynced: at least once).
+  once its handler returned (not fsynced: at least once); a job run from
+  its journal has no file to delete (its record is handed out under a lock).
 * ``huey FileHuey`` / ``huey SqliteHuey``: the ``@huey.task()`` called N
   times, then ``huey.create_consumer(workers=W, worker_type="process",
   periodic=False).run()`` in a subprocess of its own session. FileHuey does
   not fsync (it is measured as it is); SqliteHuey gets ``fsync=True``
   (``pragma synchronous=FULL``) in its default ``journal_mode=wal``, so every
   commit, one per enqueue and one per dequeue, syncs the WAL.
-* ``floor``: ``os.write`` + ``os.fsync`` of a 100-byte file, ``os.replace``,
-  ``os.fsync`` of the directory, N times (what a durable enqueue costs at
-  least); then read + unlink of each file (what running them costs at least).
+* ``floor, file per job``: ``os.write`` + ``os.fsync`` of a 100-byte file,
+  ``os.replace``, ``os.fsync`` of the directory, N times (what a durable
+  enqueue costs at least with one file per job, synced on its own); then
+  read + unlink of each file (what running them costs at least).
+* ``floor, one log``: ``os.write`` of 100 bytes to a file opened
+  ``O_APPEND`` + ``os.fdatasync``, N times (what any durable enqueue costs
+  at least: one data sync); then one read of the file.
 
 ``enqueue jobs/s`` is N over the enqueue loop. ``run jobs/s`` is (N - 1)
 over the time from the first handler stamp to the N-th: the spooler starts
@@ -297,7 +303,7 @@ def _uwsgisig_row(directory: Path, n: int, processes: int) -> Outcome:
                 run_timeout(n),
                 lambda: f"{stamp_count(path)} of {n} jobs run, {len(jobs.pending())} files left",
             )
-            return finish(
+            outcome = finish(
                 directory,
                 n,
                 enqueue_s,
@@ -305,6 +311,7 @@ def _uwsgisig_row(directory: Path, n: int, processes: int) -> Outcome:
                 lambda: not jobs.pending(),
                 remark=f"{before_ready} of {n} jobs ran before the runtime reported ready",
             )
+            return outcome
     finally:
         logged = io.StringIO()
         print_problems(log_file, logged)
@@ -445,12 +452,41 @@ def _floor_row(directory: Path, n: int) -> Outcome:
     )
 
 
+def log_floor_row(root: Path, n: int) -> Outcome:
+    directory = fresh_directory(root, "floor-log")
+    try:
+        return _log_floor_row(directory / "log", n)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _log_floor_row(path: Path, n: int) -> Outcome:
+    start = now()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(n):
+            os.write(fd, PAYLOAD)
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    enqueue_s = (now() - start) / 1e9
+    start = now()
+    read = len(path.read_bytes())
+    run_s = (now() - start) / 1e9
+    if read != n * len(PAYLOAD):
+        raise RuntimeError(f"the log floor read {read} bytes of {n * len(PAYLOAD)}")
+    return Measured(
+        enqueue_s=enqueue_s, run_s=run_s, start_to_done_s=None, n=n, runs=n, processes=1
+    )
+
+
 # ------------------------------------------------------------------ measuring
 
 UWSGISIG_ROW = "uwsgisig spooler, {} process{}"
 HUEY_ROW = "huey {}, {} worker{}"
 HUEY_NAMES = {"file": "FileHuey", "sqlite": "SqliteHuey"}
-FLOOR_ROW = "floor (fsync write / read+unlink)"
+FLOOR_ROW = "floor, file per job (fsync write / read+unlink)"
+LOG_FLOOR_ROW = "floor, one log (append+fdatasync / read)"
 
 
 def plural(count: int, suffix: str) -> str:
@@ -468,6 +504,7 @@ def rows(root: Path, n: int) -> dict[str, Callable[[], Outcome]]:
                 lambda kind=kind, w=w: huey_row(root, n, kind, w)
             )
     table_rows[FLOOR_ROW] = lambda: floor_row(root, n)
+    table_rows[LOG_FLOOR_ROW] = lambda: log_floor_row(root, n)
     return table_rows
 
 
@@ -596,8 +633,9 @@ def report(results: dict[str, list[Outcome]], n: int, rounds: int, root: Path, s
     )
     print("\nnotes:")
     print(
-        "- uwsgisig: job = temp file, fsync, rename, directory fsync; deleted (no fsync) "
-        "after its handler returned: at least once."
+        "- uwsgisig: enqueue = a record appended to the writer's journal, fdatasynced (no file "
+        "per job); run = the record handed out under a flock, the spooler's running mark "
+        "written, the handler called: at least once (a job that fails becomes a file)."
     )
     print(
         "- huey FileHuey does not fsync: enqueue is open(filename, 'wb') + fh.write(data) "

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from uwsgisig import Runtime, RuntimeHandle
+from uwsgisig.runtime.ipc.journal import close_journals
+from uwsgisig.runtime.ipc.spool import SpoolDir
 from uwsgisig.runtime.model.app import DECLARED
 from uwsgisig.runtime.model.process import CURRENT
 
@@ -154,10 +156,11 @@ class App:
 
 @pytest.fixture(autouse=True)
 def fresh_state() -> Iterator[None]:
-    """Each test starts with an empty signal table and no declarations."""
+    """Each test starts with an empty signal table, no declarations and no spool journal."""
     yield
     DECLARED.reset()
     CURRENT.reset()
+    close_journals()
 
 
 @pytest.fixture
@@ -188,3 +191,15 @@ def start_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
         app.handle.stop()
     for app in started:
         assert_all_gone(app.seen_pids)
+
+
+def jobs_in(spool_dir: Path) -> list[Path]:
+    """What the spool directory holds but the running spooler's mark (``.running-PID``)
+    and the journals of live writers and their cursors (retired when their writer leaves)."""
+    kept = (".running-", ".journal-", ".cursor-")
+    return [entry for entry in spool_dir.iterdir() if not entry.name.startswith(kept)]
+
+
+def spooled(spool: SpoolDir, message: dict[str, object], **options: object) -> Path:
+    """Spool a job into ``spool`` as a job file (as a job that waits, or failed, is)."""
+    return spool.write(message, **options)  # type: ignore[arg-type]

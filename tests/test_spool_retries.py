@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import wait_for
+from tests.conftest import spooled, wait_for
 from uwsgisig import spooler
 from uwsgisig.runtime.child.spooler import RETRY_CAP, Spooler, retry_delay
 from uwsgisig.runtime.ipc.spool import SPOOL_IGNORE, SPOOL_OK, SPOOL_RETRY, SpoolDir
@@ -57,20 +57,20 @@ def test_every_documented_value_comes_back_as_it_went_in(job):
 @given(job=jobs)
 def test_a_job_file_gives_back_its_job(tmp_path_factory, job):
     spool = SpoolDir(tmp_path_factory.mktemp("spool"))
-    assert same(spool.load(spool.put(job, at=5.0)).message, job)
+    assert same(spool.load(spooled(spool, job, at=5.0)).message, job)
 
 
 def test_floats_that_json_has_no_words_for_come_back_too(tmp_path):
     spool = SpoolDir(tmp_path)
-    loaded = spool.load(spool.put({"x": [math.inf, -math.inf, 1e-300, 0.1]}))
+    loaded = spool.load(spooled(spool, {"x": [math.inf, -math.inf, 1e-300, 0.1]}))
     assert loaded.message["x"] == [math.inf, -math.inf, 1e-300, 0.1]
-    assert math.isnan(spool.load(spool.put({"n": math.nan})).message["n"])  # type: ignore[arg-type]
+    assert math.isnan(spool.load(spooled(spool, {"n": math.nan})).message["n"])  # type: ignore[arg-type]
 
 
 def test_a_dict_that_looks_like_a_tag_is_still_a_dict(tmp_path):
     spool = SpoolDir(tmp_path)
     job = {"a": {"b": "not base64!"}, "c": {"d": {}}}
-    assert spool.load(spool.put(job)).message == job
+    assert spool.load(spooled(spool, job)).message == job
 
 
 def test_jobs_of_the_first_file_format_are_still_read(tmp_path):
@@ -137,7 +137,7 @@ def run_until(spool: Spooler, until: float) -> None:
 def test_a_job_with_retries_is_tried_with_doubling_waits_then_buried(tmp_path):
     handler = Handler(RuntimeError("first"), SPOOL_RETRY, RuntimeError("third"), SPOOL_OK)
     spool = spooler_for(tmp_path, handler, frequency=10.0)
-    path = spool.spool.put({"to": "ops"}, retries=2)
+    path = spooled(spool.spool, {"to": "ops"}, retries=2)
     start = spool.clock()
     run_until(spool, start + 1000)
     # rand() = 1.0: the whole delay, 10 s then 20 s; the third failure was the last try.
@@ -153,7 +153,7 @@ def test_a_job_with_retries_is_tried_with_doubling_waits_then_buried(tmp_path):
 def test_failures_are_counted_in_the_file_so_a_restart_goes_on_counting(tmp_path):
     handler = Handler(RuntimeError("once"))
     spool = spooler_for(tmp_path, handler)
-    path = spool.spool.put({"n": 1}, retries=5)
+    path = spooled(spool.spool, {"n": 1}, retries=5)
     spool.run_next()
     job = spool.spool.load(path)
     assert (job.attempts, job.retry_at) == (1, spool.clock() + 10)
@@ -172,7 +172,7 @@ def test_failures_are_counted_in_the_file_so_a_restart_goes_on_counting(tmp_path
 def test_a_job_with_no_retries_is_tried_every_frequency_forever_as_in_uwsgi(tmp_path):
     handler = Handler(*[SPOOL_RETRY] * 5, RuntimeError("x"), None)
     spool = spooler_for(tmp_path, handler, frequency=3.0)
-    path = spool.spool.put({"n": 1})
+    path = spooled(spool.spool, {"n": 1})
     start = spool.clock()
     run_until(spool, start + 100)
     assert [round(at - start, 3) for at, _ in handler.calls] == [0, 3, 6, 9, 12, 15, 18]
@@ -183,7 +183,7 @@ def test_a_job_with_no_retries_is_tried_every_frequency_forever_as_in_uwsgi(tmp_
 def test_spool_ignore_keeps_the_job_without_counting_a_failure(tmp_path):
     handler = Handler(SPOOL_IGNORE, SPOOL_IGNORE, SPOOL_OK)
     spool = spooler_for(tmp_path, handler, frequency=1.0)
-    path = spool.spool.put({"n": 1}, retries=0)
+    path = spooled(spool.spool, {"n": 1}, retries=0)
     run_until(spool, spool.clock() + 10)
     assert len(handler.calls) == 3
     assert not path.exists()
@@ -193,7 +193,7 @@ def test_spool_ignore_keeps_the_job_without_counting_a_failure(tmp_path):
 def test_retries_zero_means_one_try(tmp_path):
     handler = Handler(SPOOL_RETRY)
     spool = spooler_for(tmp_path, handler)
-    path = spool.spool.put({"n": 1}, retries=0)
+    path = spooled(spool.spool, {"n": 1}, retries=0)
     run_until(spool, spool.clock() + 100)
     assert len(handler.calls) == 1
     assert (tmp_path / "dead" / path.name).exists()
@@ -208,8 +208,8 @@ def dead_pid() -> int:
 
 def test_a_job_its_spooler_died_in_counts_as_a_failed_try(tmp_path):
     spool_dir = SpoolDir(tmp_path)
-    poison = spool_dir.put({"n": 1}, retries=1)
-    plain = spool_dir.put({"n": 2})
+    poison = spooled(spool_dir, {"n": 1}, retries=1)
+    plain = spooled(spool_dir, {"n": 2})
     (tmp_path / f".running-{dead_pid()}").write_text(poison.name)
     handler = Handler(SPOOL_OK)
     spool = spooler_for(tmp_path, handler)
@@ -227,7 +227,7 @@ def test_a_job_its_spooler_died_in_counts_as_a_failed_try(tmp_path):
 
 def test_a_live_spoolers_mark_is_left_alone(tmp_path):
     spool_dir = SpoolDir(tmp_path)
-    job = spool_dir.put({"n": 1}, retries=3)
+    job = spooled(spool_dir, {"n": 1}, retries=3)
     (tmp_path / f".running-{os.getppid()}").write_text(job.name)  # a live process
     spool = spooler_for(tmp_path, Handler())
     spool.recover()

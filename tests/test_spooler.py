@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import jobs_in, spooled, wait_for
 from uwsgisig import NotInRuntimeError, lowlevel, spooler
 from uwsgisig.runtime.ipc.spool import SpoolDir, SpooledJob
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def jobs_in(spool_dir):
-    """What the spool directory holds but the running spooler's mark (``.running-PID``)."""
-    return [entry for entry in spool_dir.iterdir() if not entry.name.startswith(".running-")]
 
 RECORDING_HANDLER = """
 from uwsgisig import spooler
@@ -205,8 +201,8 @@ def test_bad_jobs_are_refused_before_anything_is_written(tmp_path):
 
 def test_spool_dir_round_trips_text_and_bytes(tmp_path):
     spool = SpoolDir(tmp_path)
-    first = spool.put({"text": "żółw", "raw": b"\x00\xff"}, at=12.5)
-    second = spool.put({"n": "2"})
+    first = spooled(spool, {"text": "żółw", "raw": b"\x00\xff"}, at=12.5)
+    second = spooled(spool, {"n": "2"})
     assert spool.pending() == [first, second]
     assert spool.load(first) == SpooledJob({"text": "żółw", "raw": b"\x00\xff"}, at=12.5)
     assert not [entry for entry in tmp_path.iterdir() if entry.name.startswith(".")]

@@ -75,9 +75,13 @@ def go(num):
         spooler_processes=3,
     )
     app.handle.signal(1)
-    parked = app.wait_records("job", 2)
-    assert {int(words[1]) for words in parked[:2]} == {-1, -2}
-    assert int(parked[0][-1]) != int(parked[1][-1])  # two processes at once
+
+    def parked() -> dict[int, int] | None:
+        pids = {int(words[1]): int(words[-1]) for words in app.records("job") if int(words[1]) < 0}
+        return pids if len(pids) == 2 else None
+
+    pids = wait_for(parked, what="both parked jobs to start")
+    assert pids[-1] != pids[-2]  # two processes at once, each parked in its job
     jobs = app.wait_records("job", 62)
     numbers = [int(words[1]) for words in jobs]
     assert sorted(numbers) == sorted([-1, -2, *range(60)])  # each exactly once

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import App, assert_all_gone, children_of, wait_for
+from tests.conftest import App, assert_all_gone, children_of, jobs_in, wait_for
 from tests.servers import start_uwsgi
 from uwsgisig import compat
 from uwsgisig.cli import build_parser
@@ -108,7 +108,7 @@ def assert_the_example_ran(records: Records, spool: Path) -> set[int]:
     ticks = records.of("tick", 2)
     assert all(words[1] == "20" and words[2].startswith("worker") for words in ticks)
     wait_for(
-        lambda: not [e for e in spool.iterdir() if not e.name.startswith(".running-")],
+        lambda: not jobs_in(spool),
         10,
         "the spooler to delete the done job",
     )
@@ -220,7 +220,7 @@ def test_a_priority_job_goes_to_its_numbered_subdirectory_and_keeps_the_key(tmp_
     uwsgi = compat.install()
     path = getattr(uwsgi, call)({b"priority": b"3", b"spooler": bytes(tmp_path), b"a": b"b"})
     assert Path(os.fsdecode(path)).parent == tmp_path / "3"
-    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    loaded = SpoolDir(tmp_path).job_named(os.path.relpath(os.fsdecode(path), tmp_path))
     assert loaded.message["priority"] == b"3"  # uWSGI keeps it in the job
     with pytest.raises(ValueError, match="invalid priority b'high'"):
         uwsgi.spool({b"priority": b"high", b"spooler": bytes(tmp_path)})
@@ -236,7 +236,7 @@ def test_spool_takes_uwsgi_jobs_and_returns_the_path_as_bytes(tmp_path):
     )
     assert isinstance(path, bytes)
     assert Path(os.fsdecode(path)).parent == tmp_path
-    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    loaded = SpoolDir(tmp_path).job_named(os.path.relpath(os.fsdecode(path), tmp_path))
     message, at = loaded.message, loaded.at
     assert at == 1700000000.0
     assert message == {
@@ -246,7 +246,7 @@ def test_spool_takes_uwsgi_jobs_and_returns_the_path_as_bytes(tmp_path):
         "body": b"\0",
     }
     path = uwsgi.send_to_spooler({b"spooler": bytes(tmp_path), b"at": b"12.5", b"kind": b"x"})
-    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    loaded = SpoolDir(tmp_path).job_named(os.path.relpath(os.fsdecode(path), tmp_path))
     message, at = loaded.message, loaded.at
     assert at == 12.5
     assert message == {"kind": b"x", "at": b"12.5", "spooler": bytes(tmp_path)}
@@ -274,7 +274,7 @@ def test_spool_refuses_what_uwsgi_on_python_3_refuses(tmp_path, args, kwargs, er
 def test_spool_ignores_keywords_after_a_dict_as_uwsgi_does(tmp_path):
     uwsgi = compat.install()
     path = uwsgi.spool({b"spooler": bytes(tmp_path), b"a": b"b"}, ignored="x", at=5)
-    loaded = SpoolDir(tmp_path).load(Path(os.fsdecode(path)))
+    loaded = SpoolDir(tmp_path).job_named(os.path.relpath(os.fsdecode(path), tmp_path))
     message, at = loaded.message, loaded.at
     assert (message, at) == ({"a": b"b", "spooler": bytes(tmp_path)}, None)
 

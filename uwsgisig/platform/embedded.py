@@ -895,5 +895,9 @@ def spooler_get_task(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         job = SpoolDir.load(task)
     except (OSError, ValueError):
-        return None
+        # A job still in its journal (see `runtime.ipc.journal`) has no file yet.
+        in_journal = SpoolDir(task.parent).job_named(task.name) if task.parent.is_dir() else None
+        if in_journal is None:
+            return None
+        job = in_journal
     return {**job.message, "spooler_task_name": str(task)}

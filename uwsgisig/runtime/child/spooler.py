@@ -7,7 +7,8 @@ is deleted), ignored (looked at again later), or failed: tried again after
 the frequency (no ``retries``, uWSGI's way) or after a doubling, jittered
 delay (`retry_delay`), until its last try sends it to the dead letters. At
 start it counts the tries that dead spooler processes were in the middle of
-(`Spooler.recover`).
+(`Spooler.recover`). Each look takes the spool's journals in first
+(`ipc.journal`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 
 import attrs
 
-from ..ipc.spool import SPOOL_IGNORE, SPOOL_OK, RunningMark, SpoolDir, SpooledJob
+from ..ipc import journal
+from ..ipc.journal import Dispenser, JobRef, record_at, write_file
+from ..ipc.spool import SPOOL_IGNORE, SPOOL_OK, Running, RunningMark, SpoolDir, SpooledJob
 from ..wire.frames import Op
 from .loop import SignalLoop
 
@@ -73,6 +76,7 @@ class Spooler:
         self._not_before: dict[Path, float] = {}  # the clock's time of a job's next try
         self._next_scan = 0.0
         self._mark: RunningMark | None = None
+        self._dispensers: deque[Dispenser] = deque()  # the journals of the last look
 
     def serve(self, loop: SignalLoop) -> None:
         """Run jobs and signal handlers until the master goes away."""
@@ -92,6 +96,7 @@ class Spooler:
                 else:
                     loop.handle(op, num)
         finally:
+            self._close_dispensers()
             if self._mark is not None:
                 self._mark.close()
 
@@ -111,15 +116,28 @@ class Spooler:
                 len(removed),
                 ", ".join(path.name for path in removed),
             )
-        for name in self.spool.interrupted():
-            path = self.spool.path / name
-            try:
-                job = self.spool.load(path)
-            except (FileNotFoundError, ValueError):
-                continue
-            log.error("spool job %s was running when its spooler died", name)
-            self._failed(path, job, "its spooler process died while running it", crashed=True)
+        for ran in self.spool.interrupted():
+            self._recover_one(ran)
         self._mark = self.spool.running_mark()
+
+    def _recover_one(self, ran: Running) -> None:
+        """Count the try a dead spooler process was in the middle of."""
+        path = self.spool.path / ran.name
+        try:
+            if path.exists() or ran.journal is None:
+                job = self.spool.load(path)
+            else:
+                ref = record_at(self.spool.path / ran.journal, ran.offset, journal.BOOT_ID or "")
+                if ref is None:
+                    return  # not handed out after all: it runs from its journal
+                job = self.spool.parse(ref.content, ran.name)
+                self.spool.make_file(ref)
+            log.error("spool job %s was running when its spooler died", ran.name)
+            self._failed(path, job, "its spooler process died while running it", crashed=True)
+        except (FileNotFoundError, ValueError):
+            pass
+        finally:
+            ran.forget()
 
     def run_next(self) -> float:
         """Run the next due job, if any; return how long the loop may wait for signals."""
@@ -129,16 +147,54 @@ class Spooler:
         if self._queue:
             self._run(self._queue.popleft())
             return 0.0  # look for signals, then the next job
+        while self._dispensers:
+            ref = self._dispensers[0].next(journal.BOOT_ID or "", self._mark_ref)
+            if ref is not None:
+                self._run_ref(ref)
+                return 0.0
+            self._dispensers.popleft().close()
+            if not self._dispensers:
+                self.spool.retire_journals()
         return max(self._next_scan - self.clock(), 0.0)
 
     def _scan(self, now: float) -> None:
         self._next_scan = now + self.frequency
-        for path in self.spool.pending():
+        self.spool.refile_journals()
+        self._close_dispensers()
+        self._dispensers.extend(self.spool.dispensers())
+        for path in self.spool.files():
             not_before = self._not_before.get(path, 0.0)
             if not_before > now:
                 self._next_scan = min(self._next_scan, not_before)
                 continue
             self._queue.append(path)
+
+    def _close_dispensers(self) -> None:
+        while self._dispensers:
+            self._dispensers.popleft().close()
+
+    def _mark_ref(self, ref: JobRef) -> None:
+        if self._mark is None:
+            self._mark = self.spool.running_mark()
+        self._mark.set(ref.name, ref)
+
+    def _run_ref(self, ref: JobRef) -> None:
+        """Run a job handed out from a journal; it becomes a file unless it ends done."""
+        path = self.spool.path / ref.name
+        try:
+            job = self.spool.parse(ref.content, path)
+        except ValueError as exc:
+            log.error("%s: it is kept as %s and never run", exc, path.name + ".bad")
+            write_file(path.with_name(path.name + ".bad"), ref.content, sync=True)
+            self._mark.clear()  # type: ignore[union-attr]
+            return
+        if self.handler is None:
+            log.warning("spool job %s waits: the app set no spool handler", path.name)
+            self.spool.make_file(ref)
+            self._mark.clear()  # type: ignore[union-attr]
+            self._later(path, self.frequency)
+            return
+        self._call_handler(path, job, ref)
 
     def _run(self, path: Path) -> None:
         claimed = self.spool.claim(path)
@@ -174,25 +230,43 @@ class Spooler:
             return
         self._call_handler(path, job)
 
-    def _call_handler(self, path: Path, job: SpooledJob) -> None:
+    def _call_handler(self, path: Path, job: SpooledJob, ref: JobRef | None = None) -> None:
+        """Run ``job`` (of file ``path``, or of journal record ``ref``, already marked)."""
         if self._mark is None:
             self._mark = self.spool.running_mark()
-        self._mark.set(str(path.relative_to(self.spool.path)))
+        if ref is None:
+            self._mark.set(str(path.relative_to(self.spool.path)))
+        try:
+            self._outcome(path, job, ref)
+        finally:
+            self._mark.clear()  # after the outcome is on disk: a crash before finds the job
+
+    def _outcome(self, path: Path, job: SpooledJob, ref: JobRef | None) -> None:
         try:
             answer = self.handler({**job.message, "spooler_task_name": str(path)})  # type: ignore[misc]
         except Exception:
             log.exception("spool handler raised on job %s", path.name)
+            self._as_file(ref)
             self._failed(path, job, traceback.format_exc())
             return
-        finally:
-            self._mark.clear()
+        except BaseException:  # the spooler leaves in the middle of the job: it runs again
+            self._as_file(ref)
+            raise
         if answer is None or answer == SPOOL_OK:
             self._not_before.pop(path, None)
-            path.unlink(missing_ok=True)
+            if ref is None:
+                path.unlink(missing_ok=True)
         elif answer == SPOOL_IGNORE:
+            self._as_file(ref)
             self._later(path, self.frequency)
         else:
+            self._as_file(ref)
             self._failed(path, job, f"the spool handler returned {answer!r}")
+
+    def _as_file(self, ref: JobRef | None) -> None:
+        """A job from a journal that did not end done goes on as a file."""
+        if ref is not None:
+            self.spool.make_file(ref)
 
     def _failed(self, path: Path, job: SpooledJob, reason: str, crashed: bool = False) -> None:
         """A try of ``job`` failed: try again later, or bury it if it has no tries left."""

@@ -1,11 +1,14 @@
-"""The spool: jobs kept as files in a directory (`child.spooler` runs them).
+"""The spool: jobs kept in a directory (`child.spooler` runs them).
 
-``spool()`` writes a job to a temporary file, syncs it, and renames it into
-the directory, so a job is either whole or absent, and once ``spool()`` has
-returned it survives a crash of any process, the runtime's restart included.
-The spooler runs the app's spool handler on each job in the order they were
-spooled and deletes a job's file only when the handler reports it done, so a
-job interrupted by a crash runs again at the next start: at least once.
+``spool()`` appends a job to its process's journal in the directory with
+one data sync (`ipc.journal`): once it has returned, the job survives a
+crash of any process or of the machine. The spooler runs the jobs of the
+journals in the order they were spooled; a job that does not end done at
+its first try (it failed, was ignored, or waits) becomes a job file, as
+does a job spooled with ``at`` or ``priority``: written to a temporary
+file, synced and renamed, so a job file is either whole or absent. A job
+file is deleted only when the handler reports its job done, so a job
+interrupted by a crash runs again at the next start: at least once.
 
 A job file is JSON: ``{"v": 2, "job": {...}, "at": ..., "retries": ...,
 "attempts": ..., "retry_at": ...}``, the job's values tagged as
@@ -20,10 +23,11 @@ moves to the dead-letter directory (``dead/`` inside the spool directory),
 with the reason beside it in ``NAME.traceback``. A job without ``retries``
 is tried again every spooler frequency, forever, as in uWSGI.
 
-**Crashes.** Before it runs a job, the spooler writes the job's name into
-``.running-PID``; a spooler that starts and finds such a file of a dead
-process counts that job's attempt as failed. Temporary files of processes
-that died inside ``spool()`` are removed when a spooler starts.
+**Crashes.** Before it runs a job, the spooler writes the job's name (and
+its journal record) into ``.running-PID``; a spooler that starts and finds
+such a file of a dead process counts that job's attempt as failed (a job
+from a journal becomes a file for it). Temporary files of processes that
+died inside ``spool()`` are removed when a spooler starts.
 """
 
 from __future__ import annotations
@@ -42,6 +46,23 @@ from typing import Any
 import attrs
 
 from ..wire.jobs import JobValue, JobValueError, check_job, decode_job, encode_job
+from . import journal
+from .journal import (
+    CURSOR_PREFIX,
+    JOURNAL_PREFIX,
+    TEMPORARY_PREFIX,
+    Dispenser,
+    JobRef,
+    journal_for,
+    journals,
+    read_header,
+    read_records,
+    refile,
+    retire,
+    sync_directory,
+    waiting,
+    write_file,
+)
 
 __all__ = [
     "DEAD_DIR",
@@ -49,6 +70,8 @@ __all__ = [
     "SPOOL_OK",
     "SPOOL_RETRY",
     "JobValueError",
+    "Running",
+    "RunningMark",
     "SpoolDir",
     "SpooledJob",
     "check_job",
@@ -63,7 +86,6 @@ SPOOL_RETRY = -1  # run it again later
 SPOOL_IGNORE = 0  # not for this handler: keep it, look again later
 
 JOB_PREFIX = "job-"
-TEMPORARY_PREFIX = ".job-"
 RUNNING_PREFIX = ".running-"
 DEAD_DIR = "dead"
 _sequence = itertools.count()
@@ -106,45 +128,94 @@ class SpoolDir:
         retries: int | None = None,
         priority: int | None = None,
     ) -> Path:
-        """Write a job durably; return its path (in the ``priority`` subdirectory, if any)."""
+        """Spool a job durably; return the path of its job file (in the ``priority``
+        subdirectory, if any).
+
+        A job to run now goes to this process's journal (`ipc.journal`), and its
+        file exists only if it does not end done at its first try; a job with
+        ``at`` or ``priority`` is a file at once (they are listed by their files).
+        """
+        writer = journal_for(self.path)
+        if writer is None or at is not None or priority is not None:
+            return self.write(message, at=at, retries=retries, priority=priority)
+        _check_count("retries", retries)
+        job = SpooledJob(check_job(message), retries=retries)
+        path = self._new_path(None)
+        writer.append(path.name, _encode(job))
+        return path
+
+    def write(
+        self,
+        message: Mapping[str, Any],
+        *,
+        at: float | None = None,
+        retries: int | None = None,
+        priority: int | None = None,
+    ) -> Path:
+        """Spool a job as a job file, durably, whatever its options; return its path."""
         _check_count("retries", retries)
         check_priority(priority)
         job = SpooledJob(check_job(message), at=at, retries=retries)
+        path = self._new_path(priority)
+        path.parent.mkdir(exist_ok=True)
+        write_file(path, _encode(job), sync=True)
+        return path
+
+    def _new_path(self, priority: int | None) -> Path:
         name = f"{JOB_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(_sequence):08d}"
-        directory = self.path
-        if priority is not None:
-            directory = self.path / str(priority)
-            directory.mkdir(exist_ok=True)
-        final = directory / name
-        self._write(final, job)
-        return final
+        return (self.path if priority is None else self.path / str(priority)) / name
 
     def rewrite(self, path: Path, job: SpooledJob) -> None:
         """Replace the job's file with ``job``, durably (a failure is counted in it)."""
-        self._write(path, job)
+        write_file(path, _encode(job), sync=True)
 
-    def _write(self, final: Path, job: SpooledJob) -> None:
-        content = json.dumps(
-            {
-                "v": 2,
-                "job": encode_job(job.message),
-                "at": job.at,
-                "retries": job.retries,
-                "attempts": job.attempts,
-                "retry_at": job.retry_at,
-            }
-        ).encode("utf-8")
-        temporary = final.with_name(
-            f"{TEMPORARY_PREFIX}{final.name}-{os.getpid()}-{next(_sequence):08d}.tmp"
-        )
-        with open(temporary, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, final)
-        _sync_directory(final.parent)
+    def make_file(self, ref: JobRef) -> Path:
+        """Write the job file of journal job ``ref``, durably: it goes on as a file."""
+        path = self.path / ref.name
+        write_file(path, ref.content, sync=True)
+        return path
 
-    def pending(self) -> list[Path]:
+    def dispensers(self) -> list[Dispenser]:
+        """A `Dispenser` for each journal, oldest first (none where there are no journals)."""
+        if journal.BOOT_ID is None:
+            return []
+        opened = []
+        for path in journals(self.path):
+            with contextlib.suppress(FileNotFoundError):
+                opened.append(Dispenser(path))
+        return opened
+
+    def refile_journals(self) -> list[str]:
+        """After a restart of the machine: the jobs of the journals not retired before it
+        become files (`ipc.journal.refile`); their names."""
+        boot = journal.BOOT_ID
+        if boot is None:
+            return []
+        made = [name for path in journals(self.path) for name in refile(path, boot)]
+        if made:
+            log.warning(
+                "the machine restarted before %d spooled job(s) were done with: they are "
+                "files now, and run again (some may have run before: at least once): %s",
+                len(made),
+                ", ".join(made),
+            )
+        return made
+
+    def retire_journals(self) -> int:
+        """Delete the journals that are done with (`ipc.journal.retire`); how many."""
+        retired = 0
+        for path in journals(self.path):
+            retired += retire(path, journal.BOOT_ID, self._pinned)
+        for cursor in self.path.glob(f"{CURSOR_PREFIX}*"):
+            if not (self.path / (JOURNAL_PREFIX + cursor.name[len(CURSOR_PREFIX) :])).exists():
+                cursor.unlink(missing_ok=True)  # its journal retired, then the process died
+        return retired
+
+    def _pinned(self) -> set[str]:
+        """The journals the running marks name."""
+        return {ran.journal for ran in self._marks() if ran.journal is not None}
+
+    def files(self) -> list[Path]:
         """Every job file in the order they run: by priority (lowest first), then oldest first.
 
         As uWSGI orders them (``--spooler-ordered``): the numbered subdirectories
@@ -160,6 +231,48 @@ class SpoolDir:
             for directory in [*(entry for _, entry in priorities), self.path]
             for job in _jobs_in(directory)
         ]
+
+    def pending(self) -> list[Path]:
+        """Every job waiting: the job files (`files`), then the jobs in journals that a
+        dead spooler process was running or that were not handed out yet, each as the
+        path its file will have."""
+        files = self.files()
+        interrupted = [
+            self.path / ran.name
+            for ran in self._marks()
+            if ran.journal is not None and not _alive(_mark_pid(ran.mark))
+        ]
+        return [
+            *files,
+            *(path for path in interrupted if path not in files),
+            *(
+                self.path / name
+                for path in journals(self.path)
+                for name, _ in waiting(path, journal.BOOT_ID)
+            ),
+        ]
+
+    def _marks(self) -> list[Running]:
+        found = []
+        for entry in self.path.glob(f"{RUNNING_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                ran = Running.parse(entry.read_text(), entry)
+                if ran is not None:
+                    found.append(ran)
+        return found
+
+    def job_named(self, name: str) -> SpooledJob | None:
+        """The job of file ``name`` (relative to the directory), from its file or its
+        journal; None if there is none."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return self.load(self.path / name)
+        for path in journals(self.path):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                data = path.read_bytes()
+                for record in read_records(data, read_header(data)[1]):
+                    if record.name == name:
+                        return self.parse(record.content, name)
+        return None
 
     def claim(self, path: Path) -> int | None:
         """Lock job ``path`` for this process: its descriptor, or None if another spooler
@@ -178,11 +291,16 @@ class SpoolDir:
             return None
         return fd
 
-    @staticmethod
-    def load(path: Path) -> SpooledJob:
+    @classmethod
+    def load(cls, path: Path) -> SpooledJob:
         """The job in ``path`` (in any directory); ValueError if the file is not a job."""
+        return cls.parse(path.read_bytes(), path)
+
+    @staticmethod
+    def parse(content: bytes, where: object) -> SpooledJob:
+        """The job in a job file's ``content``; ValueError naming ``where`` if it is none."""
         try:
-            data = json.loads(path.read_bytes())
+            data = json.loads(content)
             if not isinstance(data, dict):
                 raise TypeError("not a JSON object")
             if data.get("v") == 2:
@@ -198,16 +316,16 @@ class SpoolDir:
                 message[key] = decode_job({key: {"b": value}})[key]
             return SpooledJob(message, at=data["at"])
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise ValueError(f"{path} is not a spool job: {exc}") from exc
+            raise ValueError(f"{where} is not a spool job: {exc}") from exc
 
     def bury(self, path: Path, job: SpooledJob, reason: str) -> Path:
         """Move a job that used up its tries to the dead-letter directory, ``reason`` beside it."""
         self.dead.mkdir(exist_ok=True)
         grave = self.dead / path.name
-        self._write(grave, job)
+        write_file(grave, _encode(job), sync=True)
         (self.dead / f"{path.name}.traceback").write_text(reason)
         path.unlink(missing_ok=True)
-        _sync_directory(path.parent)  # the spool directory, or its priority's
+        sync_directory(path.parent)  # the spool directory, or its priority's
         return grave
 
     def remove_abandoned(self) -> list[Path]:
@@ -220,11 +338,12 @@ class SpoolDir:
                     removed.append(entry)
         return removed
 
-    def interrupted(self) -> list[str]:
-        """Names of the jobs that spoolers now dead were running; their marks are removed."""
-        names = []
+    def interrupted(self) -> list[Running]:
+        """The jobs that spoolers now dead were running; each one's mark stays (it keeps the
+        job's journal) until `Running.forget`."""
+        found = []
         for entry in list(self.path.iterdir()):
-            if not entry.name.startswith(RUNNING_PREFIX):
+            if not entry.name.startswith(RUNNING_PREFIX) or ".taken-" in entry.name:
                 continue
             pid = entry.name[len(RUNNING_PREFIX) :]
             if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
@@ -232,19 +351,45 @@ class SpoolDir:
             taken = entry.with_name(f"{entry.name}.taken-{os.getpid()}")
             with contextlib.suppress(FileNotFoundError):
                 os.rename(entry, taken)  # one spooler process takes a dead one's mark
-                name = taken.read_text().strip()
-                taken.unlink()
-                if name:
-                    names.append(name)
-        return names
+                ran = Running.parse(taken.read_text(), taken)
+                if ran is None:
+                    taken.unlink()
+                else:
+                    found.append(ran)
+        return found
 
     def running_mark(self) -> RunningMark:
         """This process's mark of the job it runs."""
         return RunningMark(self.path / f"{RUNNING_PREFIX}{os.getpid()}")
 
 
+@attrs.frozen
+class Running:
+    """What a running mark says: the job's file name, and its journal record, if it ran
+    from a journal."""
+
+    name: str
+    journal: str | None  # the journal's file name
+    offset: int  # where its record starts
+    mark: Path
+
+    @classmethod
+    def parse(cls, text: str, mark: Path) -> Running | None:
+        """The job a mark's ``text`` names; None if it names none (between jobs)."""
+        name, _, ref = text.strip().partition("\t")
+        if not name:
+            return None
+        journal_name, _, offset = ref.partition("\t")
+        return cls(name, journal_name or None, int(offset or 0), mark)
+
+    def forget(self) -> None:
+        """Remove the mark (what it named is taken care of)."""
+        self.mark.unlink(missing_ok=True)
+
+
 class RunningMark:
-    """``.running-PID``: the name of the job this spooler runs, empty between jobs.
+    """``.running-PID``: the name of the job this spooler runs (and its journal record,
+    if it runs from a journal), empty between jobs.
 
     Written without a sync: it must outlive the process, not the machine.
     """
@@ -253,10 +398,11 @@ class RunningMark:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
-    def set(self, name: str) -> None:
-        """Say that job ``name`` runs now."""
+    def set(self, name: str, ref: JobRef | None = None) -> None:
+        """Say that job ``name`` runs now (from journal record ``ref``)."""
+        text = name if ref is None else f"{name}\t{ref.journal.name}\t{ref.offset}"
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, name.encode(), 0)
+        os.pwrite(self._fd, text.encode(), 0)
 
     def clear(self) -> None:
         """Say that no job runs."""
@@ -272,12 +418,17 @@ def _jobs_in(directory: Path) -> list[Path]:
     return sorted(entry for entry in directory.iterdir() if entry.name.startswith(JOB_PREFIX))
 
 
-def _sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _encode(job: SpooledJob) -> bytes:
+    return json.dumps(
+        {
+            "v": 2,
+            "job": encode_job(job.message),
+            "at": job.at,
+            "retries": job.retries,
+            "attempts": job.attempts,
+            "retry_at": job.retry_at,
+        }
+    ).encode("utf-8")
 
 
 def _writer_pid(name: str) -> int:
@@ -286,7 +437,14 @@ def _writer_pid(name: str) -> int:
     return int(parts[-2]) if len(parts) >= 2 and parts[-2].isdigit() else 0
 
 
+def _mark_pid(mark: Path) -> int:
+    """The pid in a running mark's name (``.running-PID``, maybe ``.taken-PID2`` after)."""
+    pid = mark.name[len(RUNNING_PREFIX) :].split(".", 1)[0]
+    return int(pid) if pid.isdigit() else 0
+
+
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, its parent has not reaped it yet) does not."""
     if pid <= 0:
         return False
     try:
@@ -295,4 +453,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc: as kill() said
