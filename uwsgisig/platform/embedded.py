@@ -498,11 +498,23 @@ def spool(
             "cannot spool: this runtime has no spool directory (start it with "
             "--spooler DIR, or pass spooler=DIR)"
         )
-    path = SpoolDir(directory).put(job, at=at, retries=retries, priority=priority)
+    path = _spool_dir(directory).put(job, at=at, retries=retries, priority=priority)
     if CURRENT.loop is not None and CURRENT.config.spooler:
         # Waking the spooler for a job in another directory costs it one look.
         CURRENT.loop.link.spooled()
     return str(path)
+
+
+_SPOOL_DIRS: dict[str, SpoolDir] = {}
+
+
+def _spool_dir(directory: str | os.PathLike[str]) -> SpoolDir:
+    """The `SpoolDir` of ``directory``, made (and the directory created) once per process."""
+    key = os.fspath(directory)
+    found = _SPOOL_DIRS.get(key)
+    if found is None or not found.path.is_dir():
+        found = _SPOOL_DIRS[key] = SpoolDir(directory)
+    return found
 
 
 def _spool_dir_named(spooler: str | os.PathLike[str]) -> str:

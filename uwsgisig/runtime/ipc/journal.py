@@ -215,11 +215,14 @@ def journal_for(directory: Path) -> JournalWriter | None:
     boot = BOOT_ID
     if boot is None:
         return None
-    key = Path(os.path.realpath(directory))
     with _writers_lock:
-        writer = _writers.get(key)
+        writer = _writers.get(directory)
         if writer is None or writer.boot != boot:
-            writer = _writers[key] = JournalWriter(key, boot)
+            real = Path(os.path.realpath(directory))  # two spellings of it share a journal
+            writer = _writers.get(real)
+            if writer is None or writer.boot != boot:
+                writer = _writers[real] = JournalWriter(real, boot)
+            _writers[directory] = writer
         return writer
 
 
