@@ -195,3 +195,18 @@ def test_spool_jobs_are_bytes_for_uwsgi_and_come_back_as_they_went_in(fake):
         module.spool(job, retries=3)
     module.set_spool_handler(lambda job: 1 / 0)
     assert stand_in.__dict__["spooler"]({b"to": b"ops"}) == -1  # raised: SPOOL_RETRY
+
+
+@pytest.mark.timeout(10)
+def test_the_cluster_and_unique_schedules_are_refused_not_dropped(fake):
+    stand_in, module = fake
+    for target in ("cluster", "subscribed"):
+        with pytest.raises(NotImplementedError, match=f"the '{target}' target.*delivers nothing"):
+            module.register_signal(5, target, print)
+    with pytest.raises(NotImplementedError, match=r"unique.*uWSGI 2\.0 has no cluster"):
+        module.add_timer(5, 2, unique=True)
+    with pytest.raises(NotImplementedError, match="unique"):
+        module.add_crontab(5, "* * * * *", unique=True)
+    with pytest.raises(NotImplementedError, match="unique"):
+        module.check_unique()
+    assert stand_in.calls == []  # nothing reached uWSGI

@@ -278,6 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
         "RPC functions (repeatable; loopback hosts always may, others get uWSGI's reject)",
     )
     run.add_argument(
+        "--cluster",
+        metavar="URL",
+        help="be a node of the cluster on this Redis or Valkey server (redis://HOST:PORT/DB, "
+        "rediss:// for TLS, redis://USER:PASSWORD@... for AUTH): signals whose target is "
+        "'cluster' or 'subscribed' run on its nodes (needs uwsgisig[cluster])",
+    )
+    run.add_argument(
+        "--cluster-name",
+        default="uwsgisig",
+        metavar="NAME",
+        help="the cluster's name, so that several share a server (default: uwsgisig)",
+    )
+    run.add_argument(
+        "--cluster-node",
+        metavar="NAME",
+        help="this node's name in the cluster (default: the host's name and the master's pid)",
+    )
+    run.add_argument(
         "--rpc-socket",
         metavar="HOST:PORT",
         help="the workers answer uWSGI RPC requests (and remote signals) on this address, "
@@ -446,6 +464,9 @@ def run(args: argparse.Namespace, command: list[str] | None) -> int:
             remote_signals=args.remote_signals,
             remote_signals_any=args.remote_signals_any,
             remote_allow=args.remote_allow,
+            cluster=args.cluster,
+            cluster_name=args.cluster_name,
+            cluster_node=args.cluster_node,
             need_app=args.need_app or not args.uwsgi_compat,
             rpc_socket=args.rpc_socket,
             rpc_socket_any=args.rpc_socket_any,

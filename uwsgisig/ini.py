@@ -79,6 +79,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "chdir": ("--chdir", "value"),
     "logto": ("--log-file", "value"),
     "die-on-term": ("--die-on-term", "flag"),
+    # Ours: uWSGI 2.0 has no Redis cluster.
+    "cluster": ("--cluster", "value"),
+    "cluster-name": ("--cluster-name", "value"),
+    "cluster-node": ("--cluster-node", "value"),
 }
 # Known and meaningless here, because the runtime always does this: not worth a warning.
 ALWAYS = {"master", "m", "enable-threads", "vacuum"}

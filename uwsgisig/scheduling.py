@@ -19,6 +19,10 @@ def business_hours(num: int) -> None:
 Given an existing `Signal` as ``target``, they attach the schedule to it and
 return None, as uwsgiconf does. Timers and crons fire in the master, never in
 a child, and their signals are routed like any other.
+
+``unique=True`` fires each tick (each matching minute, for a cron) on one
+node of the runtime's cluster, not on every node (see the "Beyond one
+machine" page).
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ def attach(target: TypeTarget | Signal, arm: Callable[[Signal], None]) -> Decora
     return decorator
 
 
-def register_timer(period: float, *, target: TypeTarget | Signal = None) -> Decorator | None:
+def register_timer(
+    period: float, *, target: TypeTarget | Signal = None, unique: bool = False
+) -> Decorator | None:
     """Raise a signal every ``period`` seconds (``uwsgi.add_timer``).
 
     Ticks stay on the grid ``start + N * period`` however long handlers take.
@@ -64,38 +70,53 @@ def register_timer(period: float, *, target: TypeTarget | Signal = None) -> Deco
     Args:
         period: seconds between ticks, a number > 0.
         target: who runs the handler (default ``worker``), or a `Signal` to raise.
+        unique: each tick on one node of the cluster (ticks then fall in the
+            middle of the wall clock's periods).
 
     Raises:
         ScheduleError: ``period`` is not a number > 0.
     """
     platform.check_timer(period)
-    return attach(target, lambda signal: platform.add_timer(signal.num, period))
+    _check_unique(unique)
+    return attach(target, lambda signal: platform.add_timer(signal.num, period, unique))
 
 
 def register_timer_rb(
-    period: float, repeat: int = 0, *, target: TypeTarget | Signal = None
+    period: float,
+    repeat: int = 0,
+    *,
+    target: TypeTarget | Signal = None,
+    unique: bool = False,
 ) -> Decorator | None:
     """Raise a signal every ``period`` seconds, ``repeat`` times (``uwsgi.add_rb_timer``).
 
     Args:
         period: seconds between ticks, a number > 0.
-        repeat: how many times; 0 (or None) means forever.
+        repeat: how many times each node ticks; 0 (or None) means forever.
         target: who runs the handler (default ``worker``), or a `Signal` to raise.
+        unique: each tick on one node of the cluster.
     """
     repeat = 0 if repeat is None else repeat
     platform.check_timer(period, repeat)
-    return attach(target, lambda signal: platform.add_rb_timer(signal.num, period, repeat))
+    _check_unique(unique)
+    return attach(
+        target, lambda signal: platform.add_rb_timer(signal.num, period, repeat, unique)
+    )
 
 
-def register_timer_ms(period: float, *, target: TypeTarget | Signal = None) -> Decorator | None:
+def register_timer_ms(
+    period: float, *, target: TypeTarget | Signal = None, unique: bool = False
+) -> Decorator | None:
     """Raise a signal every ``period`` milliseconds (``uwsgi.add_ms_timer``).
 
     Args:
         period: milliseconds between ticks, a number > 0.
         target: who runs the handler (default ``worker``), or a `Signal` to raise.
+        unique: each tick on one node of the cluster.
     """
     platform.check_ms_timer(period)
-    return attach(target, lambda signal: platform.add_ms_timer(signal.num, period))
+    _check_unique(unique)
+    return attach(target, lambda signal: platform.add_ms_timer(signal.num, period, unique))
 
 
 def register_cron(
@@ -106,6 +127,7 @@ def register_cron(
     minute: int | None = None,
     *,
     target: TypeTarget | Signal = None,
+    unique: bool = False,
 ) -> Decorator | None:
     """Raise a signal in every wall-clock minute that matches (``uwsgi.add_cron``).
 
@@ -114,16 +136,26 @@ def register_cron(
     POSIX cron; weekday 0 (or 7) is Sunday. Instead of the fields, the first
     argument may be a 5-field crontab string, ``"*/5 * * * 1-5"``.
 
+    ``unique=True`` fires each matching minute on one node of the cluster.
+
     Raises:
         ScheduleError: a field is out of range (``minute=61``, ``weekday=8``)
             or the crontab string cannot be parsed.
     """
+    _check_unique(unique)
     if isinstance(weekday, str):
         if (month, day, hour, minute) != (None, None, None, None):
             raise TypeError("register_cron takes a crontab string or fields, not both")
         crontab = weekday
         platform.check_crontab(crontab)
-        return attach(target, lambda signal: platform.add_crontab(signal.num, crontab))
+        return attach(target, lambda signal: platform.add_crontab(signal.num, crontab, unique))
     fields = (minute, hour, day, month, weekday)
     platform.check_cron(*fields)
-    return attach(target, lambda signal: platform.add_cron(signal.num, *fields))
+    return attach(target, lambda signal: platform.add_cron(signal.num, *fields, unique=unique))
+
+
+def _check_unique(unique: object) -> None:
+    if not isinstance(unique, bool):
+        raise TypeError(f"invalid unique {unique!r}: give True (once per cluster) or False")
+    if unique:
+        platform.check_unique()

@@ -71,6 +71,7 @@ __all__ = [
     "check_rpc_name",
     "check_spooler_frequency",
     "check_timer",
+    "check_unique",
     "add_cron",
     "add_crontab",
     "add_file_monitor",
@@ -261,19 +262,20 @@ def add_postfork_hook(hook: Callable[[], object]) -> None:
     app.DECLARED.postfork_hooks.append(hook)
 
 
-def add_timer(signum: int, seconds: float) -> None:
-    """Raise ``signum`` every ``seconds`` seconds, from the master."""
-    _add_event(timer_event(signum, seconds))
+def add_timer(signum: int, seconds: float, unique: bool = False) -> None:
+    """Raise ``signum`` every ``seconds`` seconds, from the master (``unique``: on one
+    node of the cluster for each tick)."""
+    _add_event(timer_event(signum, seconds, unique))
 
 
-def add_rb_timer(signum: int, seconds: float, iterations: int = 0) -> None:
+def add_rb_timer(signum: int, seconds: float, iterations: int = 0, unique: bool = False) -> None:
     """Raise ``signum`` every ``seconds`` seconds, ``iterations`` times (0 = forever)."""
-    _add_event(rb_timer_event(signum, seconds, iterations))
+    _add_event(rb_timer_event(signum, seconds, iterations, unique))
 
 
-def add_ms_timer(signum: int, ms: float) -> None:
+def add_ms_timer(signum: int, ms: float, unique: bool = False) -> None:
     """Raise ``signum`` every ``ms`` milliseconds, from the master."""
-    _add_event(ms_timer_event(signum, ms))
+    _add_event(ms_timer_event(signum, ms, unique))
 
 
 def add_cron(
@@ -283,14 +285,21 @@ def add_cron(
     day: int | None = -1,
     month: int | None = -1,
     weekday: int | None = -1,
+    unique: bool = False,
 ) -> None:
     """Raise ``signum`` in every minute that matches; -1 (or None) is any, -N every N."""
-    _add_event(CronEvent(signum, CronSpec.from_uwsgi(minute, hour, day, month, weekday)))
+    spec = CronSpec.from_uwsgi(minute, hour, day, month, weekday)
+    _add_event(CronEvent(signum, spec, unique))
 
 
-def add_crontab(signum: int, crontab: str) -> None:
+def add_crontab(signum: int, crontab: str, unique: bool = False) -> None:
     """Raise ``signum`` in every minute the 5-field ``crontab`` string matches."""
-    _add_event(CronEvent(signum, CronSpec.parse(crontab)))
+    _add_event(CronEvent(signum, CronSpec.parse(crontab), unique))
+
+
+def check_unique() -> None:
+    """Raise unless schedules can be unique (once per cluster) here: the master checks
+    that the runtime has a cluster."""
 
 
 def add_file_monitor(signum: int, path: str | os.PathLike[str]) -> None:

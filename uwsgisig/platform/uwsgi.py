@@ -73,7 +73,14 @@ def _unsupported(call: str, why: str) -> NotImplementedError:
 def register_signal(num: int, who: str, handler: Callable[[int], Any]) -> None:
     """Register ``handler`` for signal ``num`` with uWSGI, run by target ``who``."""
     check_signal_number(num)
-    parse_target(who)  # uWSGI takes any text and fails when the signal is raised
+    target = parse_target(who)  # uWSGI takes any text and fails when the signal is raised
+    if target.kind in ("cluster", "subscribed"):
+        # uWSGI 2.0 takes them and never delivers: its cluster branch is empty.
+        raise _unsupported(
+            f"the {who!r} target",
+            "uWSGI 2.0 accepts it and delivers nothing; run the app on uwsgisig's runtime "
+            "with --cluster",
+        )
     if not callable(handler):
         raise TypeError(f"a signal handler must be callable, not {handler!r}")
     if uwsgi.signal_registered(num):
@@ -247,24 +254,36 @@ def _chain_post_fork_hook() -> None:
 # ---------------------------------------------------------------- timers, cron, files
 
 
-def add_timer(signum: int, seconds: float) -> None:
+def add_timer(signum: int, seconds: float, unique: bool = False) -> None:
     """Raise ``signum`` every ``seconds`` (whole) seconds, from uWSGI's master."""
+    if unique:
+        check_unique()
     check_timer(seconds)
     check_signal_number(signum)
     uwsgi.add_timer(signum, int(seconds))
 
 
-def add_rb_timer(signum: int, seconds: float, iterations: int = 0) -> None:
+def add_rb_timer(signum: int, seconds: float, iterations: int = 0, unique: bool = False) -> None:
     """Raise ``signum`` every ``seconds`` (whole) seconds, ``iterations`` times (0 = forever)."""
+    if unique:
+        check_unique()
     check_timer(seconds, iterations)
     check_signal_number(signum)
     uwsgi.add_rb_timer(signum, int(seconds), iterations)
 
 
-def add_ms_timer(signum: int, ms: float) -> None:
+def add_ms_timer(signum: int, ms: float, unique: bool = False) -> None:
     """Raise ``signum`` every ``ms`` milliseconds: whole seconds only under uWSGI."""
     check_ms_timer(ms)
-    add_timer(signum, ms / 1000)
+    add_timer(signum, ms / 1000, unique)
+
+
+def check_unique() -> None:
+    """Unique schedules need uwsgisig's runtime in a cluster: uWSGI 2.0 has none."""
+    raise _unsupported(
+        "a unique (once per cluster) timer or cron",
+        "uWSGI 2.0 has no cluster; run the app on uwsgisig's runtime with --cluster",
+    )
 
 
 def check_timer(seconds: float, iterations: int = 0) -> None:
@@ -294,16 +313,21 @@ def add_cron(
     day: int | None = -1,
     month: int | None = -1,
     weekday: int | None = -1,
+    unique: bool = False,
 ) -> None:
     """Raise ``signum`` in every minute that matches; -1 (or None) is any, -N every N."""
+    if unique:
+        check_unique()
     check_signal_number(signum)
     fields = (minute, hour, day, month, weekday)
     CronSpec.from_uwsgi(*fields)
     uwsgi.add_cron(signum, *(-1 if value is None else value for value in fields))
 
 
-def add_crontab(signum: int, crontab: str) -> None:
+def add_crontab(signum: int, crontab: str, unique: bool = False) -> None:
     """Raise ``signum`` in every minute the crontab matches, when uWSGI's fields can say it."""
+    if unique:
+        check_unique()
     check_signal_number(signum)
     uwsgi.add_cron(signum, *_uwsgi_cron_fields(crontab))
 

@@ -54,6 +54,11 @@ class Runtime:
     protocol; a non-loopback host needs ``remote_signals_any=True``, and
     ``remote_allow`` (networks such as ``"10.0.0.0/8"``) names the senders it
     takes beside loopback ones, for remote signals and RPC alike.
+    ``cluster`` (``redis://HOST:PORT/DB``, ``rediss://...`` for TLS, a user
+    and password in the URL for AUTH) makes the runtime a node of the cluster
+    ``cluster_name`` on that server, named ``cluster_node`` (default: the
+    host's name and the master's pid): the ``cluster`` and ``subscribed``
+    targets raise signals on its nodes.
     ``rpc_socket`` (``HOST:PORT``) is where the forked workers answer uWSGI
     RPC requests and remote signals, as a uWSGI node's socket does; a
     non-loopback host needs ``rpc_socket_any=True``. ``need_app=False`` logs an
@@ -107,6 +112,9 @@ class Runtime:
         remote_signals: str | None = None,
         remote_signals_any: bool = False,
         remote_allow: Iterable[str] = (),
+        cluster: str | None = None,
+        cluster_name: str = "uwsgisig",
+        cluster_node: str | None = None,
         rpc_socket: str | None = None,
         rpc_socket_any: bool = False,
         need_app: bool = True,
@@ -156,6 +164,9 @@ class Runtime:
             remote_signals=remote_signals,
             remote_signals_any=remote_signals_any,
             remote_allow=tuple(remote_allow),
+            cluster=cluster,
+            cluster_name=cluster_name,
+            cluster_node=cluster_node,
             rpc_socket=rpc_socket,
             rpc_socket_any=rpc_socket_any,
             need_app=need_app,
@@ -304,6 +315,8 @@ def _serve_app(
         caches=CURRENT.caches,
     )
     check_targets(master)
+    for event in master.declared_events:
+        master.check_event(event)
     try:
         return master.run()
     finally:
@@ -426,7 +439,8 @@ def check_targets(master: Master) -> None:
                 f"runtime ({master.config.workers} workers, {master.config.attach} attach slots, "
                 f"{master.config.mule_count} mules, "
                 f"farms {[farm.name for farm in master.config.farms]}, "
-                f"{'a' if master.config.spooler else 'no'} spooler)"
+                f"{'a' if master.config.spooler else 'no'} spooler, "
+                f"{'a' if master.config.cluster else 'no'} cluster)"
             )
 
 

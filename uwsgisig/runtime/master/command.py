@@ -35,17 +35,23 @@ class Command:
         env: Mapping[str, str],
         *,
         call_later: Callable[[float, Callable[[], None]], None],
+        name: str = "",
+        keep_fds: Sequence[int] = (),
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.call_later = call_later
+        self.name = name  # how logs call it, else by its command line
+        self.keep_fds = tuple(keep_fds)  # descriptors it inherits
+        self.on_start = on_start  # called after each start
         self.pid: int | None = None
         self.stopping = False
         self.started_at = 0.0
         self.delay = 0.0
 
     def describe(self) -> str:
-        return f"command {' '.join(self.argv)!r}"
+        return self.name or f"command {' '.join(self.argv)!r}"
 
     def start(self) -> None:
         """Fork and exec the command in a process group of its own."""
@@ -58,6 +64,8 @@ class Command:
         self.pid = pid
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.describe(), pid)
+        if self.on_start is not None:
+            self.on_start()
 
     def _exec(self) -> None:
         try:
@@ -69,6 +77,8 @@ class Command:
             for signum in (*STOP_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            for fd in self.keep_fds:
+                os.set_inheritable(fd, True)
             os.execvpe(self.argv[0], self.argv, self.env)
         except BaseException:
             traceback.print_exc()

@@ -32,14 +32,24 @@ from ..ipc.posix import STOP_SIGNALS, kill_group
 from ..ipc.progress import Progress
 from ..ipc.rings import WEAK_ORDER_NAP, Rings
 from ..ipc.spool import SpoolDir
+from ..model.cluster import ClusterSpec, default_node_name, slot_of
 from ..model.config import ATTACH_ENV, RuntimeConfig
 from ..model.process import CURRENT, ChildSpec
 from ..model.roles import Role
 from ..model.table import SignalTable
 from ..model.targets import Target, target_from_code
-from ..schedule.events import Event, EventSources, decode, rb_timer_event, timer_event
+from ..schedule.events import (
+    Event,
+    EventSources,
+    TimerEvent,
+    decode,
+    rb_timer_event,
+    timer_event,
+    unique_length,
+)
 from ..wire.frames import FRAME, FRAME_SIZE, PROC_READY, Op, RegisterError, pack_payload
 from .admission import admit
+from .cluster import ClusterLink
 from .command import Command
 from .door import Admission, AttachDoor
 from .fifo import MasterFifo
@@ -176,6 +186,8 @@ class Master:
         self._posix: list[int] = []
         self.started_at = time.monotonic()
         self.raised = 0  # signals raised by any process, ever
+        self._unhandled: set[int] = set()  # signals from the cluster with no handler here
+        self.unique: dict[int, float] = {}  # signal -> its unique schedule's tick, in seconds
         self.raised_by_num = [0] * (MAX_SIGNAL + 1)
         self.pidfile = Pidfile(config.pidfile) if config.pidfile is not None else None
         self.touch_files = TouchFiles(
@@ -260,6 +272,9 @@ class Master:
         # What the loop does when a descriptor is ready (the listener's own
         # connections come and go: it keeps them).
         self._on_ready: dict[int, Callable[[int], None]] = {self._wake_r: self._drain_wakeup}
+        self.cluster = self._cluster_link(config)
+        if self.cluster is not None:
+            self._on_ready[self.cluster.sock.fileno()] = self.cluster.ready
         for peer in self.peers:
             self._on_ready[peer.sock.fileno()] = functools.partial(self._peer_ready, peer)
         for queue in self.queues:
@@ -321,6 +336,8 @@ class Master:
             self.add_event(rb_timer_event(num, seconds))
         if self.remote is not None:
             self.remote.start()
+        if self.cluster is not None:
+            self._poll.register(self.cluster.sock, select.POLLIN)
         if self.rpc_listening is not None:
             log.info("workers answer RPC requests on %s", address_of(self.rpc_listening))
         if self.door is not None:
@@ -359,7 +376,7 @@ class Master:
                 self.stats_server.ready()
         self.rings.set_sleeping(False)
         self._read_rings()
-        self._route_all(self.events.due())
+        self._fire(self.events.due())
         if self.remote is not None:
             self.remote.expire()
         if self.door is not None:
@@ -451,10 +468,42 @@ class Master:
         for num in nums:
             self.router.route(num)
 
+    def _fire(self, nums: Iterable[int]) -> None:
+        """Route the signals of due events; a unique one's tick goes to its lease first."""
+        for num in nums:
+            length = self.unique.get(num)
+            if length is None:
+                self.router.route(num)
+            else:
+                assert self.cluster is not None, "unique events are checked when added"
+                self.cluster.lease(num, length, slot_of(time.time(), length))
+
     # ---------------------------------------------------------------- events
+
+    def check_event(self, event: Event) -> None:
+        """Raise ScheduleError if ``event`` cannot be armed here (a unique one needs a cluster,
+        and is its signal's only unique schedule)."""
+        if not getattr(event, "unique", False):
+            return
+        what = "timer" if isinstance(event, TimerEvent) else "cron"
+        if self.config.cluster is None:
+            raise ScheduleError(
+                f"signal {event.signum}'s {what} is unique (once per cluster), but this runtime "
+                "is in no cluster: start it with --cluster URL (cluster=... in Runtime)"
+            )
+        length = unique_length(event)
+        known = self.unique.get(event.signum)
+        if known is not None and known != length:
+            raise ScheduleError(
+                f"signal {event.signum} already has a unique schedule of {known:g} s: a signal "
+                f"takes one, not a second one of {length:g} s"
+            )
 
     def add_event(self, event: Event) -> None:
         """Arm a timer, cron or file monitor; its signals are routed like any other."""
+        self.check_event(event)
+        if getattr(event, "unique", False):
+            self.unique[event.signum] = unique_length(event)
         self.events.add(event)
         fd = self.events.fileno()
         if fd != self._monitor_fd:
@@ -601,6 +650,8 @@ class Master:
             return RegisterError.TAKEN
         log.debug("%s registered signal %d for %s", slot.describe(), num, target)
         self.router.registered(num)
+        if self.cluster is not None:
+            self.cluster.announce()
         return RegisterError.OK
 
     def _wake_spooler(self) -> None:
@@ -608,6 +659,35 @@ class Master:
             if not spooler.outbox.endswith(_SPOOL_FRAME):
                 spooler.put(Op.SPOOL)
                 self._dirty.add(spooler)
+
+    def _cluster_link(self, config: RuntimeConfig) -> ClusterLink | None:
+        if config.cluster is None:
+            return None
+        cluster = ClusterLink(
+            ClusterSpec(config.cluster, config.cluster_name),
+            config.cluster_node or default_node_name(self.pid),
+            call_later=self.supervisor.call_later,
+            raise_here=self.raise_from_cluster,
+            run_won=self.router.route,
+            signals=lambda: self.table.entries().keys(),
+        )
+        self.supervisor.helpers.append(cluster.command)
+        self.router.publish = cluster.publish
+        return cluster
+
+    def raise_from_cluster(self, num: int, scope: str) -> None:
+        """Run here a signal the cluster brought (by its handler here, never back out)."""
+        if self.table.get(num) is None and scope == "cluster" and num not in self._unhandled:
+            self._unhandled.add(num)
+            log.warning(
+                "signal %d came from the cluster, but this node has no handler for it: it is "
+                "held for wait() (said once for each signal)",
+                num,
+            )
+        if self.backlog() >= self.config.queue_size:
+            log.error("signal %d from the cluster is dropped: the signal queue is full", num)
+            return
+        self.router.route(num, from_cluster=True)
 
     def raise_remote(self, num: int) -> bool:
         """Route ``num`` for a remote node; False if the queue is full (uWSGI then says 0)."""
@@ -634,6 +714,8 @@ class Master:
             return self.farm_position(target) > 0
         if target.kind == "spooler":
             return self.spooler is not None
+        if target.kind in ("cluster", "subscribed"):
+            return self.config.cluster is not None
         return True
 
     def backlog(self) -> int:

@@ -15,7 +15,12 @@ burst alike:
 - a signal with no handler answers one waiting member of the worker pool
   (a worker or the controller; never a mule or the spooler): one waiting
   for that number first, else one waiting for any, the oldest first; with
-  no such waiter it is held (see `held`).
+  no such waiter it is held (see `held`);
+- a signal whose target is ``cluster`` or ``subscribed`` goes to the
+  cluster (`ToCluster`), and comes back from it to each node, where
+  `route` with ``from_cluster`` routes it by its handler there: its owner,
+  or its target, ``worker`` for a cluster target (so it never goes round
+  again).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ..wire.frames import ANY_SIGNAL, FRAME_SIZE, RUN_FRAMES, Op
 from .held import HeldSignals
 from .peers import Peer, SharedQueue, Slot
 
-__all__ = ["Hold", "Router", "ToQueue", "ToSlots", "ToWaiter"]
+__all__ = ["Hold", "Router", "ToCluster", "ToQueue", "ToSlots", "ToWaiter"]
 
 
 @attrs.frozen
@@ -56,11 +61,20 @@ class ToWaiter:
 
 
 @attrs.frozen
+class ToCluster:
+    """Raised on the nodes of the cluster: every live one, or those with a handler."""
+
+    scope: str  # "cluster" or "subscribed"
+
+
+@attrs.frozen
 class Hold:
     """No handler and no waiter: kept for a later wait()."""
 
 
-Destination = ToQueue | ToSlots | ToWaiter | Hold
+Destination = ToQueue | ToSlots | ToWaiter | ToCluster | Hold
+CLUSTER_KINDS = ("cluster", "subscribed")
+_HERE = Target("worker")  # where a cluster-targeted signal runs on a node it reached
 
 
 class Router:
@@ -80,6 +94,7 @@ class Router:
         touch: Callable[[Peer | SharedQueue], None],
         held: HeldSignals | None = None,
         more_slots: Sequence[Slot] = (),
+        publish: Callable[[int, str], None] | None = None,
     ) -> None:
         self.table = table
         self.workers = tuple(workers)
@@ -90,6 +105,7 @@ class Router:
         self.farm_queues = tuple(farm_queues)
         self.farm_position = farm_position
         self.touch = touch
+        self.publish = publish  # raises a signal on the cluster (None: no cluster)
         self.held = held if held is not None else HeldSignals()
         self.waiters: list[Peer] = []  # pool members blocked in wait(), oldest first
         # While paused (SIGTSTP), raised signals wait here, in order, undelivered.
@@ -108,12 +124,17 @@ class Router:
 
     # ------------------------------------------------------------ the decision
 
-    def destination(self, num: int) -> Destination:
+    def destination(self, num: int, from_cluster: bool = False) -> Destination:
         """Where signal ``num`` goes now (see the module docstring)."""
         entry = self.table.get(num)
         if entry is None:
             waiter = self._waiter_for(num)
             return Hold() if waiter is None else ToWaiter(waiter)
+        if entry.target.kind in CLUSTER_KINDS:
+            if not from_cluster:
+                return ToCluster(entry.target.kind)
+            if entry.owner is None:
+                return self._target_destination(_HERE)
         if entry.owner is not None:
             return ToSlots((self._by_key[entry.owner],))
         return self._target_destination(entry.target)
@@ -146,12 +167,13 @@ class Router:
 
     # ------------------------------------------------------------ acting on it
 
-    def route(self, num: int) -> None:
-        """Send signal ``num`` where it belongs. Every raised signal comes through here."""
-        if self.paused is not None:
+    def route(self, num: int, from_cluster: bool = False) -> None:
+        """Send signal ``num`` where it belongs. Every raised signal comes through here
+        (``from_cluster``: one the cluster brought to this node)."""
+        if self.paused is not None and not from_cluster:
             self.paused.append(num)
             return
-        destination = self.destination(num)
+        destination = self.destination(num, from_cluster)
         if type(destination) is ToQueue:
             destination.queue.outbox.append(num)
             self.touch(destination.queue)
@@ -161,6 +183,9 @@ class Router:
                 self.touch(slot)
         elif type(destination) is ToWaiter:
             self._answer(destination.peer, num)
+        elif type(destination) is ToCluster:
+            assert self.publish is not None, "cluster targets are checked when registered"
+            self.publish(num, destination.scope)
         else:
             self.held.hold(num)
 

@@ -171,6 +171,7 @@ def snapshot(master: Master) -> dict[str, Any]:
             for mule in master.mules
         ],
         "spooler": _spooler_stats(master),
+        "cluster": master.cluster.stats() if master.cluster is not None else None,
         "spoolers": [_spooler_process_stats(master, spooler) for spooler in master.spoolers],
         "timers": [
             {"signal": num, "period": period, "next_in": max(0.0, due - time.monotonic())}

@@ -60,6 +60,7 @@ class Supervisor:
     ) -> None:
         self.slots = list(slots)
         self.command: Command | None = None  # run beside the children (`master.command`)
+        self.helpers: list[Command] = []  # more processes beside them, never reloaded
         self._chain: list[Slot] = []  # a chain reload's slots still to reload, in order
         self.launch = launch
         self.lost = lost
@@ -132,18 +133,21 @@ class Supervisor:
             self._after_exit(slot, pid, os.waitstatus_to_exitcode(status))
 
     def _other_exited(self, pid: int, code: int) -> None:
-        command = self.command
-        if command is not None and pid == command.pid:
-            command.exited(code)
-            if not kill_group(pid, 0):
-                self.groups.discard(pid)
+        for command in self._commands():
+            if pid == command.pid:
+                command.exited(code)
+                if not kill_group(pid, 0):
+                    self.groups.discard(pid)
+
+    def _commands(self) -> list[Command]:
+        return [*([self.command] if self.command is not None else []), *self.helpers]
 
     def start_command(self) -> None:
-        """Start the command, once the children are started."""
-        if self.command is not None:
-            self.command.start()
-            assert self.command.pid is not None
-            self.groups.add(self.command.pid)
+        """Start the command and the helpers, once the children are started."""
+        for command in self._commands():
+            command.start()
+            assert command.pid is not None
+            self.groups.add(command.pid)
 
     def _after_exit(self, slot: Slot, pid: int, code: int) -> None:
         if not kill_group(pid, 0):
@@ -237,8 +241,7 @@ class Supervisor:
         what each killed child was doing.
         """
         self.stopping = True
-        command = self.command
-        if command is not None:
+        for command in self._commands():
             command.begin_stop()
         for pid in list(self.by_pid):
             if graceful:
@@ -249,7 +252,7 @@ class Supervisor:
         while self._alive() and time.monotonic() < deadline:
             self.wait_wakeup(deadline - time.monotonic())
             self.reap()
-        if command is not None:
+        for command in self._commands():
             command.kill()
         for pid, slot in list(self.by_pid.items()):
             if graceful:
@@ -272,7 +275,7 @@ class Supervisor:
         self.groups.clear()
 
     def _alive(self) -> bool:
-        return bool(self.by_pid) or (self.command is not None and self.command.pid is not None)
+        return bool(self.by_pid) or any(command.pid is not None for command in self._commands())
 
     # ---------------------------------------------------------------- timers
 

@@ -11,6 +11,7 @@ import attrs
 from ...errors import TargetError
 from .addresses import Network, parse_listen_address, parse_networks
 from .caches import CacheSpec, check_unique
+from .cluster import ClusterSpec
 
 __all__ = ["ATTACH_ENV", "FarmSpec", "MuleProgram", "RuntimeConfig", "parse_farm"]
 
@@ -199,6 +200,12 @@ class RuntimeConfig:
     # The networks whose hosts may raise remote signals and call RPC functions, beside
     # the loopback ones (which always may).
     remote_allow: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # The Redis (or Valkey) URL of the cluster this runtime is a node of, if any; the
+    # cluster's name (several clusters can share a server), and this node's (default:
+    # the host's name and the master's pid).
+    cluster: str | None = None
+    cluster_name: str = "uwsgisig"
+    cluster_node: str | None = None
     # HOST:PORT where the workers answer uWSGI RPC requests (and remote signals), if anywhere.
     rpc_socket: str | None = None
     # Whether that address may be other than loopback: whoever reaches it calls RPC functions.
@@ -214,6 +221,8 @@ class RuntimeConfig:
         if self.remote_signals is not None:
             parse_listen_address(self.remote_signals, self.remote_signals_any)
         parse_networks(self.remote_allow)
+        if self.cluster is not None:
+            ClusterSpec(self.cluster, self.cluster_name)
         if self.rpc_socket is not None:
             parse_listen_address(
                 self.rpc_socket,

@@ -2,8 +2,12 @@
 
 A target is written as uWSGI writes it (``worker``, ``workers``, ``worker3``,
 ``active-workers``, ``mule``, ``mules``, ``mule2``, ``spooler``,
-``farm_NAME``, ``farm1``); `parse_target` turns that text into a `Target`
-value and `str(target)` turns it back.
+``farm_NAME``, ``farm1``, ``cluster``, ``subscribed``); `parse_target` turns
+that text into a `Target` value and `str(target)` turns it back.
+
+``cluster`` and ``subscribed`` raise the signal on the nodes of the runtime's
+cluster (every live one; the ones with a handler for it), where it runs as
+its handler there says, and as ``worker`` where that is a cluster target too.
 """
 
 from __future__ import annotations
@@ -25,11 +29,22 @@ __all__ = [
     "target_from_code",
 ]
 
-TargetKind = Literal["worker", "workers", "active-workers", "mule", "mules", "spooler", "farm"]
+TargetKind = Literal[
+    "worker",
+    "workers",
+    "active-workers",
+    "mule",
+    "mules",
+    "spooler",
+    "farm",
+    "cluster",
+    "subscribed",
+]
 
 ALLOWED_FORMS = (
     "'worker', 'worker0', 'workerN', 'workers', 'active-workers', "
-    "'mule', 'mule0', 'muleN', 'mules', 'spooler', 'farm_NAME', 'farmN' (N >= 1)"
+    "'mule', 'mule0', 'muleN', 'mules', 'spooler', 'farm_NAME', 'farmN' (N >= 1), "
+    "'cluster', 'subscribed'"
 )
 
 _NUMBERED = re.compile(r"(worker|mule|farm)(0|[1-9][0-9]{0,5})")
@@ -42,6 +57,8 @@ _PLAIN: dict[str, TargetKind] = {
     "mule": "mule",
     "mules": "mules",
     "spooler": "spooler",
+    "cluster": "cluster",
+    "subscribed": "subscribed",
 }
 
 
@@ -114,6 +131,8 @@ _KINDS: tuple[TargetKind, ...] = (
     "mules",
     "spooler",
     "farm",
+    "cluster",
+    "subscribed",
 )
 
 

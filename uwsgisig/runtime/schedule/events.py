@@ -32,9 +32,11 @@ __all__ = [
     "arm",
     "decode",
     "encode",
+    "mid_period_offset",
     "ms_timer_event",
     "rb_timer_event",
     "timer_event",
+    "unique_length",
 ]
 
 # Past the moment a cron may fire by this much: float rounding, or the monotonic clock running
@@ -61,28 +63,47 @@ def check_requested_period(value: object, *, name: str = "period", unit: str = "
 
 @attrs.frozen
 class TimerEvent:
-    """Raise ``signum`` every ``period`` seconds; ``iterations`` times, or forever if 0."""
+    """Raise ``signum`` every ``period`` seconds; ``iterations`` times, or forever if 0.
+
+    ``unique``: once per tick across the cluster, on the node that leases the tick
+    (`model.cluster.slot_of`); its ticks fall in the middle of the wall clock's periods.
+    """
 
     signum: int = attrs.field(converter=check_signal_number)
     period: float = attrs.field(converter=check_requested_period)
     iterations: int = attrs.field(default=0, converter=check_iterations)
     kind: TimerKind = attrs.field(default=TimerKind.TIMER, converter=TimerKind)
+    unique: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
-def timer_event(signum: int, seconds: float) -> TimerEvent:
+def timer_event(signum: int, seconds: float, unique: bool = False) -> TimerEvent:
     """The event of ``add_timer(signum, seconds)``: tick forever every ``seconds``."""
-    return TimerEvent(signum, seconds, 0, TimerKind.TIMER)
+    return TimerEvent(signum, seconds, 0, TimerKind.TIMER, unique)
 
 
-def rb_timer_event(signum: int, seconds: float, iterations: int = 0) -> TimerEvent:
+def rb_timer_event(
+    signum: int, seconds: float, iterations: int = 0, unique: bool = False
+) -> TimerEvent:
     """The event of ``add_rb_timer(signum, seconds, iterations)``; 0 iterations: forever."""
-    return TimerEvent(signum, seconds, iterations, TimerKind.RB_TIMER)
+    return TimerEvent(signum, seconds, iterations, TimerKind.RB_TIMER, unique)
 
 
-def ms_timer_event(signum: int, ms: float) -> TimerEvent:
+def ms_timer_event(signum: int, ms: float, unique: bool = False) -> TimerEvent:
     """The event of ``add_ms_timer(signum, ms)``: tick forever every ``ms`` milliseconds."""
     period = check_requested_period(ms, name="interval", unit="milliseconds") / 1000.0
-    return TimerEvent(signum, period, 0, TimerKind.MS_TIMER)
+    return TimerEvent(signum, period, 0, TimerKind.MS_TIMER, unique)
+
+
+def mid_period_offset(now: float, period: float) -> float:
+    """Seconds from UNIX time ``now`` to the next middle of a ``period``: where the
+    ticks of a unique timer fall on every node, so that each names its period alike
+    (`model.cluster.slot_of`) though their clocks differ by a little."""
+    return ((0.5 - now / period) % 1.0) * period or period
+
+
+def unique_length(event: TimerEvent | CronEvent) -> float:
+    """The seconds of a unique event's tick: a timer's period, a cron's minute."""
+    return event.period if isinstance(event, TimerEvent) else 60.0
 
 
 def arm(event: TimerEvent, start: float) -> Timer:
@@ -92,10 +113,12 @@ def arm(event: TimerEvent, start: float) -> Timer:
 
 @attrs.frozen
 class CronEvent:
-    """Raise ``signum`` in every wall-clock minute that ``spec`` matches."""
+    """Raise ``signum`` in every wall-clock minute that ``spec`` matches (``unique``: on
+    one node of the cluster)."""
 
     signum: int = attrs.field(converter=check_signal_number)
     spec: CronSpec = attrs.field(validator=attrs.validators.instance_of(CronSpec))
+    unique: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 def _existing_path(value: object) -> str:
@@ -116,12 +139,15 @@ Event = TimerEvent | CronEvent | FileEvent
 
 def encode(event: Event) -> bytes:
     """The payload a child sends to register ``event`` with the master."""
+    fields: dict[str, object]
     if isinstance(event, TimerEvent):
         fields = {"timer": event.period, "iterations": event.iterations, "kind": event.kind.value}
     elif isinstance(event, CronEvent):
         fields = {"cron": str(event.spec)}
     else:
         fields = {"path": event.path}
+    if getattr(event, "unique", False):
+        fields["unique"] = True
     return json.dumps({"signum": event.signum, **fields}).encode()
 
 
@@ -130,10 +156,13 @@ def decode(payload: bytes) -> Event:
     try:
         fields = json.loads(payload)
         signum = fields["signum"]
+        unique = fields.get("unique", False)
         if "timer" in fields:
-            return TimerEvent(signum, fields["timer"], fields["iterations"], fields["kind"])
+            return TimerEvent(
+                signum, fields["timer"], fields["iterations"], fields["kind"], unique
+            )
         if "cron" in fields:
-            return CronEvent(signum, CronSpec.parse(fields["cron"]))
+            return CronEvent(signum, CronSpec.parse(fields["cron"]), unique)
         return FileEvent(signum, fields["path"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ScheduleError(f"invalid event request {payload[:100]!r}: {exc}") from exc
@@ -145,6 +174,7 @@ class EventSources:
     Args:
         clock: the monotonic clock timers are scheduled on.
         wall_clock: the local time cron entries are matched against.
+        unix_clock: the UNIX time unique timers are aligned on.
         monitor_factory: makes the file monitor, on the first `FileEvent`.
     """
 
@@ -153,10 +183,12 @@ class EventSources:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = local_now,
+        unix_clock: Callable[[], float] = time.time,
         monitor_factory: Callable[[], FileMonitor | PollingFileMonitor] = create_file_monitor,
     ) -> None:
         self.clock = clock
         self.wall_clock = wall_clock
+        self.unix_clock = unix_clock
         self.monitor_factory = monitor_factory
         self.timers = TimerHeap()
         self.cron = CronTable()
@@ -166,7 +198,10 @@ class EventSources:
     def add(self, event: Event) -> None:
         """Arm ``event``: a timer counts its period from now; a cron is checked at once."""
         if isinstance(event, TimerEvent):
-            self.timers.add(arm(event, self.clock()))
+            start = self.clock()
+            if event.unique:
+                start += mid_period_offset(self.unix_clock(), event.period) - event.period
+            self.timers.add(arm(event, start))
         elif isinstance(event, CronEvent):
             self.cron.add(event.signum, event.spec)
             self._next_cron_check = self.clock()

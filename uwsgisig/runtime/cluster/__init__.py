@@ -1,0 +1,1 @@
+"""The cluster agent (`agent`), a process of its own beside the master."""
