@@ -335,3 +335,25 @@ def test_a_cluster_behind_auth_takes_the_password_from_the_url(start_app, tmp_pa
         assert [m["node"] for m in cluster_stats(tmp_path, "n1")["members"]] == ["n1", "n2"]
     finally:
         server.stop()
+
+
+def test_a_node_cut_off_for_a_while_runs_what_was_raised_meanwhile(
+    start_app, tmp_path, redis_server
+):
+    apps = start_nodes(start_app, tmp_path, redis_server.url, nodes=("n1", "n2"))
+    client = redis_server.client()
+    # Every node loses its connections; a signal is raised before they are back.
+    client.client_kill_filter(_type="normal", skipme=True)
+    client.xadd("uwsgisig:uwsgisig:signals", {"num": 6, "scope": "cluster", "from": "test"})
+    wait_for(lambda: ran(apps["n1"], 6) == {"n1": 1, "n2": 1}, 20, "signal 6 on both nodes")
+    for node in ("n1", "n2"):
+        wait_for(
+            lambda node=node: "reading the cluster's signals again after"
+            in (tmp_path / f"{node}.log").read_text(),
+            20,
+            f"{node} to say it was away",
+        )
+    apps["n1"].handle.signal(5)
+    apps["n1"].handle.signal(6)
+    wait_for(lambda: ran(apps["n1"], 6) == {"n1": 2, "n2": 2}, 20, "the next signal 6")
+    assert ran(apps["n1"], 5) == {"n1": 1, "n2": 1}  # once each, not again

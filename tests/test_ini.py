@@ -158,3 +158,13 @@ def test_no_app_anywhere_is_an_error(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "give APP (a module or a .py file), or --ini FILE" in result.stderr
+
+
+def test_the_cluster_options(tmp_path):
+    path = tmp_path / "node.ini"
+    path.write_text(
+        "[uwsgi]\ncluster = redis://10.0.0.5:6379/2\ncluster-name = shop\ncluster-node = %n\n"
+    )
+    assert read_ini(str(path)).argv == [
+        "--cluster", "redis://10.0.0.5:6379/2", "--cluster-name", "shop", "--cluster-node", "node",
+    ]  # fmt: skip
