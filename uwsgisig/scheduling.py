@@ -77,7 +77,7 @@ def register_timer(
         ScheduleError: ``period`` is not a number > 0.
     """
     platform.check_timer(period)
-    _check_unique(unique)
+    check_unique(unique)
     return attach(target, lambda signal: platform.add_timer(signal.num, period, unique))
 
 
@@ -98,7 +98,7 @@ def register_timer_rb(
     """
     repeat = 0 if repeat is None else repeat
     platform.check_timer(period, repeat)
-    _check_unique(unique)
+    check_unique(unique)
     return attach(
         target, lambda signal: platform.add_rb_timer(signal.num, period, repeat, unique)
     )
@@ -115,7 +115,7 @@ def register_timer_ms(
         unique: each tick on one node of the cluster.
     """
     platform.check_ms_timer(period)
-    _check_unique(unique)
+    check_unique(unique)
     return attach(target, lambda signal: platform.add_ms_timer(signal.num, period, unique))
 
 
@@ -142,7 +142,7 @@ def register_cron(
         ScheduleError: a field is out of range (``minute=61``, ``weekday=8``)
             or the crontab string cannot be parsed.
     """
-    _check_unique(unique)
+    check_unique(unique)
     if isinstance(weekday, str):
         if (month, day, hour, minute) != (None, None, None, None):
             raise TypeError("register_cron takes a crontab string or fields, not both")
@@ -154,7 +154,8 @@ def register_cron(
     return attach(target, lambda signal: platform.add_cron(signal.num, *fields, unique=unique))
 
 
-def _check_unique(unique: object) -> None:
+def check_unique(unique: object) -> None:
+    """Raise unless ``unique`` is a bool, and a unique schedule can be had here."""
     if not isinstance(unique, bool):
         raise TypeError(f"invalid unique {unique!r}: give True (once per cluster) or False")
     if unique:

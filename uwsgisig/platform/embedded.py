@@ -302,9 +302,9 @@ def check_unique() -> None:
     that the runtime has a cluster."""
 
 
-def add_file_monitor(signum: int, path: str | os.PathLike[str]) -> None:
+def add_file_monitor(signum: int, path: str | os.PathLike[str], unique: bool = False) -> None:
     """Raise ``signum`` whenever the file or directory ``path`` changes."""
-    _add_event(FileEvent(signum, path))
+    _add_event(FileEvent(signum, path, unique))
 
 
 def check_timer(seconds: float, iterations: int = 0) -> None:

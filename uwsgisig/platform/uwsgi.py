@@ -347,8 +347,10 @@ def _uwsgi_cron_fields(crontab: str) -> tuple[int, int, int, int, int]:
     return fields
 
 
-def add_file_monitor(signum: int, path: str | os.PathLike[str]) -> None:
+def add_file_monitor(signum: int, path: str | os.PathLike[str], unique: bool = False) -> None:
     """Raise ``signum`` whenever the file or directory ``path`` changes."""
+    if unique:
+        check_unique()
     check_signal_number(signum)
     FileEvent(0, path)
     uwsgi.add_file_monitor(signum, os.fspath(path))

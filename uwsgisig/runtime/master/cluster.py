@@ -1,6 +1,6 @@
 """The master's side of the cluster: its agent process, and the messages to and from it.
 
-The agent (`runtime.cluster.agent`) runs as a supervised `Command`, restarted
+The agent (`runtime.child.cluster`) runs as a supervised `Command`, restarted
 with the children's backoff if it dies. The socket pair between them outlives
 each agent: what the master sends while no agent runs waits in the socket for
 the next one.
@@ -57,7 +57,7 @@ class ClusterLink:
         self.sock, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.setblocking(False)
         self._agent_end = agent_end  # kept open: each agent inherits it
-        argv = [sys.executable, "-m", "uwsgisig.runtime.cluster.agent"]
+        argv = [sys.executable, "-m", "uwsgisig.runtime.child.cluster"]
         env = {**os.environ, URL_ENV: spec.url}
         self.command = Command(
             [*argv, str(agent_end.fileno()), spec.name, node],

@@ -39,9 +39,12 @@ from ..model.roles import Role
 from ..model.table import SignalTable
 from ..model.targets import Target, target_from_code
 from ..schedule.events import (
+    CronEvent,
     Event,
     EventSources,
+    FileEvent,
     TimerEvent,
+    change_slot,
     decode,
     rb_timer_event,
     timer_event,
@@ -188,6 +191,7 @@ class Master:
         self.raised = 0  # signals raised by any process, ever
         self._unhandled: set[int] = set()  # signals from the cluster with no handler here
         self.unique: dict[int, float] = {}  # signal -> its unique schedule's tick, in seconds
+        self._unique_paths: dict[int, str] = {}  # signal -> the path its unique monitor watches
         self.raised_by_num = [0] * (MAX_SIGNAL + 1)
         self.pidfile = Pidfile(config.pidfile) if config.pidfile is not None else None
         self.touch_files = TouchFiles(
@@ -365,7 +369,7 @@ class Master:
             if on_ready is not None:
                 on_ready(events)
             elif fd == self._monitor_fd:
-                self._route_all(self.events.read_monitor())
+                self._fire(self.events.read_monitor())
             elif self.remote is not None and self.remote.owns(fd):
                 self.remote.ready(fd, events)
             elif self.door is not None and self.door.owns(fd):
@@ -474,9 +478,11 @@ class Master:
             length = self.unique.get(num)
             if length is None:
                 self.router.route(num)
-            else:
-                assert self.cluster is not None, "unique events are checked when added"
-                self.cluster.lease(num, length, slot_of(time.time(), length))
+                continue
+            assert self.cluster is not None, "unique events are checked when added"
+            path = self._unique_paths.get(num)
+            slot = slot_of(time.time(), length) if path is None else change_slot(path)
+            self.cluster.lease(num, length, slot)
 
     # ---------------------------------------------------------------- events
 
@@ -485,7 +491,7 @@ class Master:
         and is its signal's only unique schedule)."""
         if not getattr(event, "unique", False):
             return
-        what = "timer" if isinstance(event, TimerEvent) else "cron"
+        what = {TimerEvent: "timer", CronEvent: "cron"}.get(type(event), "file monitor")
         if self.config.cluster is None:
             raise ScheduleError(
                 f"signal {event.signum}'s {what} is unique (once per cluster), but this runtime "
@@ -504,6 +510,8 @@ class Master:
         self.check_event(event)
         if getattr(event, "unique", False):
             self.unique[event.signum] = unique_length(event)
+            if isinstance(event, FileEvent):
+                self._unique_paths[event.signum] = event.path
         self.events.add(event)
         fd = self.events.fileno()
         if fd != self._monitor_fd:

@@ -15,7 +15,7 @@ in the middle of its periods; a cron in its minute), so nodes name a tick
 alike, and the lease lives `lease_ttl`: nodes whose clocks differ by less
 than that fire each tick once (no leader to elect or to lose).
 
-The master and its cluster agent (`runtime.cluster.agent`) speak JSON over a
+The master and its cluster agent (`runtime.child.cluster`) speak JSON over a
 ``SOCK_SEQPACKET`` socket pair: one message per packet (`encode`, `decode`).
 """
 

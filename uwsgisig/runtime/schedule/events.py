@@ -31,6 +31,7 @@ __all__ = [
     "TimerEvent",
     "arm",
     "decode",
+    "change_slot",
     "encode",
     "mid_period_offset",
     "ms_timer_event",
@@ -101,9 +102,22 @@ def mid_period_offset(now: float, period: float) -> float:
     return ((0.5 - now / period) % 1.0) * period or period
 
 
-def unique_length(event: TimerEvent | CronEvent) -> float:
-    """The seconds of a unique event's tick: a timer's period, a cron's minute."""
-    return event.period if isinstance(event, TimerEvent) else 60.0
+def unique_length(event: Event) -> float:
+    """The seconds of a unique event's tick: a timer's period, a cron's minute; 0 for a
+    file monitor, whose changes are told apart by the path's stat (`change_slot`)."""
+    if isinstance(event, TimerEvent):
+        return event.period
+    return 60.0 if isinstance(event, CronEvent) else 0.0
+
+
+def change_slot(path: str) -> int:
+    """A change of ``path`` as every node that sees it names it: its modification time (ns)
+    and size, or 0 once it is gone."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return 0
+    return stat.st_mtime_ns * 1_000_003 + stat.st_size
 
 
 def arm(event: TimerEvent, start: float) -> Timer:
@@ -128,10 +142,12 @@ def _existing_path(value: object) -> str:
 
 @attrs.frozen
 class FileEvent:
-    """Raise ``signum`` when the file or directory ``path`` changes (not recursive)."""
+    """Raise ``signum`` when the file or directory ``path`` changes (not recursive;
+    ``unique``: on one node of the cluster for each change, told by the path's stat)."""
 
     signum: int = attrs.field(converter=check_signal_number)
     path: str = attrs.field(converter=_existing_path)
+    unique: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 Event = TimerEvent | CronEvent | FileEvent
@@ -163,7 +179,7 @@ def decode(payload: bytes) -> Event:
             )
         if "cron" in fields:
             return CronEvent(signum, CronSpec.parse(fields["cron"]), unique)
-        return FileEvent(signum, fields["path"])
+        return FileEvent(signum, fields["path"], unique)
     except (ValueError, KeyError, TypeError) as exc:
         raise ScheduleError(f"invalid event request {payload[:100]!r}: {exc}") from exc
 

@@ -1,6 +1,6 @@
 """The cluster agent: the process that speaks to the cluster's Redis for its master.
 
-The master starts it (``python -m uwsgisig.runtime.cluster.agent FD NAME NODE``,
+The master starts it (``python -m uwsgisig.runtime.child.cluster FD NAME NODE``,
 the URL in ``UWSGISIG_CLUSTER_URL``, out of ``ps``) and restarts it if it dies,
 so no network call ever blocks the master. Over the socket ``FD`` the master
 sends the signals to raise on the cluster and the signals it has handlers

@@ -1,1 +1,0 @@
-"""The cluster agent (`agent`), a process of its own beside the master."""
