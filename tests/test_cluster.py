@@ -56,10 +56,10 @@ def start_nodes(
     **options: object,
 ) -> dict[str, App]:
     """Start a runtime per node, and wait until each sees all of them as members."""
+    options.setdefault("workers", 1)
     apps = {
         node: start_app(
             source.format(node=node),
-            workers=1,
             cluster=url,
             cluster_node=node,
             log_file=tmp_path / f"{node}.log",
@@ -70,8 +70,10 @@ def start_nodes(
     }
     for node in nodes:
         wait_for(
-            lambda node=node: f"{len(nodes)} node(s): {', '.join(sorted(nodes))}"
-            in (tmp_path / f"{node}.log").read_text(),
+            lambda node=node: (
+                f"{len(nodes)} node(s): {', '.join(sorted(nodes))}"
+                in (tmp_path / f"{node}.log").read_text()
+            ),
             20,
             f"node {node} to see every node",
         )
@@ -149,9 +151,7 @@ def test_a_dead_node_leaves_the_members(start_app, tmp_path, redis_server):
     pids = {doomed.handle.pid, *children_of(doomed.handle.pid)}
     doomed.seen_pids |= pids
     os.kill(doomed.handle.pid, signal.SIGKILL)  # the master; its children go with it
-    wait_for(
-        lambda: "2 node(s): n1, n2" in (tmp_path / "n1.log").read_text(), 20, "n3 to expire"
-    )
+    wait_for(lambda: "2 node(s): n1, n2" in (tmp_path / "n1.log").read_text(), 20, "n3 to expire")
     apps["n1"].handle.signal(6)
     wait_for(lambda: ran(apps["n1"], 6) == {"n1": 1, "n2": 1}, 20, "signal 6 on the living")
 
@@ -180,16 +180,13 @@ def test_raising_while_the_server_is_down_fails_loudly_then_works_again(
     redis_server.stop()
     apps["n1"].handle.signal(5)
     log = tmp_path / "n1.log"
-    wait_for(
-        lambda: "signal 5 was not raised on the cluster" in log.read_text(), 20, "the failure"
-    )
+    wait_for(lambda: "signal 5 was not raised on the cluster" in log.read_text(), 20, "the failure")
     assert cluster_stats(tmp_path, "n1")["failed"] == 1
     redis_server.start()  # on the same port
     wait_for(lambda: "back on the cluster" in log.read_text(), 20, "n1 back")
     wait_for(lambda: "back on the cluster" in (tmp_path / "n2.log").read_text(), 20, "n2 back")
     wait_for(
-        lambda: "reading the cluster's signals again"
-        in (tmp_path / "n2.log").read_text(),
+        lambda: "reading the cluster's signals again" in (tmp_path / "n2.log").read_text(),
         20,
         "n2's reader back",
     )
@@ -256,8 +253,9 @@ def test_a_unique_timer_ticks_once_per_period_even_when_the_last_ticker_dies(
     # Each living node ran exactly the ticks whose lease it won.
     for node in living:
         wait_for(
-            lambda node=node: ticks(first).count(node)
-            == cluster_stats(tmp_path, node)["unique_ticks"]["won"],
+            lambda node=node: (
+                ticks(first).count(node) == cluster_stats(tmp_path, node)["unique_ticks"]["won"]
+            ),
             20,
             f"{node}'s runs to match its leases",
         )
@@ -307,8 +305,7 @@ def test_a_unique_cron_minute_fires_on_one_node(start_app, tmp_path, redis_serve
 def test_a_unique_schedule_needs_a_cluster(tmp_path):
     app = tmp_path / "app.py"
     app.write_text(
-        "from uwsgisig import scheduling\n"
-        "scheduling.register_timer(1, unique=True)(print)\n"
+        "from uwsgisig import scheduling\nscheduling.register_timer(1, unique=True)(print)\n"
     )
     result = run_cli("run", str(app))
     assert result.returncode == 2
@@ -357,8 +354,10 @@ def test_a_node_cut_off_for_a_while_runs_what_was_raised_meanwhile(
     wait_for(lambda: ran(apps["n1"], 6) == {"n1": 1, "n2": 1}, 20, "signal 6 on both nodes")
     for node in ("n1", "n2"):
         wait_for(
-            lambda node=node: "reading the cluster's signals again after"
-            in (tmp_path / f"{node}.log").read_text(),
+            lambda node=node: (
+                "reading the cluster's signals again after"
+                in (tmp_path / f"{node}.log").read_text()
+            ),
             20,
             f"{node} to say it was away",
         )
@@ -399,3 +398,49 @@ def test_a_unique_file_monitor_runs_once_per_change_of_a_shared_file(
         os.rename(new, shared / new.name)  # one change, as a deploy makes it
         wait_for(lambda change=change: leased(change), 20, f"both nodes to see change {change}")
         assert len(apps["n1"].records("changed")) == change
+
+
+def test_send_with_cluster_true_runs_a_local_target_on_every_node(
+    start_app, tmp_path, redis_server
+):
+    source = """
+NODE = {node!r}
+
+@Signal(11).register_handler(target="workers")
+def everywhere(num):
+    record("ran", num, NODE)
+
+@Signal(12).register_handler(target="worker1")
+def go(num):
+    Signal(11).send(cluster=True)
+
+@Signal(6).register_handler(target="cluster")
+def barrier(num):
+    record("ran", num, NODE)
+"""
+    apps = start_nodes(start_app, tmp_path, redis_server.url, source, nodes=("n1", "n2"), workers=2)
+    apps["n1"].handle.signal(12)
+    apps["n1"].handle.signal(6)
+    wait_for(lambda: ran(apps["n1"], 6) == {"n1": 1, "n2": 1}, 20, "signal 6 everywhere")
+    wait_for(lambda: ran(apps["n1"], 11) == {"n1": 2, "n2": 2}, 20, "11 in every worker")
+    workers = {(words[2], words[-2]) for words in apps["n1"].records("ran") if words[1] == "11"}
+    assert workers == {(n, w) for n in ("n1", "n2") for w in ("worker1", "worker2")}
+
+
+def test_send_with_cluster_true_needs_a_cluster(start_app):
+    app = start_app(
+        """
+@Signal(12).register_handler(target="worker1")
+def go(num):
+    try:
+        Signal(11).send(cluster=True)
+    except uwsgisig.NotInClusterError as exc:
+        record("refused", str(exc).replace(" ", "_"))
+""",
+        workers=1,
+    )
+    app.handle.signal(12)
+    [words] = app.wait_records("refused", 1)
+    assert words[1].startswith(
+        "cannot_raise_signal_11_on_the_cluster:_this_runtime_is_in_no_cluster"
+    )

@@ -209,4 +209,6 @@ def test_the_cluster_and_unique_schedules_are_refused_not_dropped(fake):
         module.add_crontab(5, "* * * * *", unique=True)
     with pytest.raises(NotImplementedError, match="unique"):
         module.check_unique()
+    with pytest.raises(NotImplementedError, match="raising a signal on the cluster"):
+        module.signal_cluster(5)
     assert stand_in.calls == []  # nothing reached uWSGI

@@ -19,6 +19,7 @@ __all__ = [
     "MessageTooLargeError",
     "MonitorPathError",
     "NoSignalAvailableError",
+    "NotInClusterError",
     "NotInRuntimeError",
     "RpcError",
     "RpcNotFoundError",
@@ -92,6 +93,10 @@ class RpcNotFoundError(UwsgisigError, LookupError):
 
 class NotInRuntimeError(UwsgisigError, RuntimeError):
     """The call needs a running runtime (a master and its children) and there is none."""
+
+
+class NotInClusterError(UwsgisigError, RuntimeError):
+    """The call needs a runtime that is a node of a cluster (``--cluster``); this one is not."""
 
 
 class ScheduleError(UwsgisigError, ValueError):

@@ -144,18 +144,26 @@ class Signal:
         """``@signal`` is ``@signal.register_handler()``."""
         return self.register_handler()(func)
 
-    def send(self, remote: str | None = None) -> None:
+    def send(self, remote: str | None = None, *, cluster: bool = False) -> None:
         """Raise this signal: it is in the master's queue when this returns.
 
         Args:
             remote: ``host:port`` of a uWSGI (or uwsgisig) node to raise it on instead.
+            cluster: raise it on every node of the runtime's cluster instead, where
+                it runs as each node's handler for it says (``--cluster``).
 
         Raises:
             ValueError: the remote node rejected the signal.
             OSError: the remote node could not be reached.
             SignalQueueFullError: the master stayed full for the send timeout.
             NotInRuntimeError: this process is not part of a runtime.
+            NotInClusterError: ``cluster=True`` in a runtime that is in no cluster.
         """
+        if cluster:
+            if remote is not None:
+                raise ValueError("give remote or cluster=True, not both")
+            platform.signal_cluster(self.num)
+            return
         platform.signal(self.num, remote)
 
     def wait(self, timeout: float | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from ..errors import (
     MAX_SIGNAL,
     CacheConfigError,
+    NotInClusterError,
     NotInRuntimeError,
     RpcError,
     ScheduleError,
@@ -124,6 +125,7 @@ __all__ = [
     "signal",
     "signal_received",
     "signal_registered",
+    "signal_cluster",
     "signal_wait",
     "worker_id",
 ]
@@ -179,6 +181,23 @@ def signal(num: int, remote: str | None = None) -> None:
             f"cannot raise signal {num}: this process is not part of a running runtime "
             "(start one with `uwsgisig run APP` or uwsgisig.Runtime(...).start())"
         )
+
+
+def signal_cluster(num: int) -> None:
+    """Raise signal ``num`` on every node of this runtime's cluster."""
+    check_signal_number(num)
+    loop = CURRENT.loop
+    if loop is None:
+        raise NotInRuntimeError(
+            f"cannot raise signal {num} on the cluster: only a worker, mule or spooler of a "
+            "running runtime can"
+        )
+    if CURRENT.config.cluster is None:
+        raise NotInClusterError(
+            f"cannot raise signal {num} on the cluster: this runtime is in no cluster "
+            "(start it with --cluster URL)"
+        )
+    loop.link.raise_on_cluster(num)
 
 
 def signal_wait(num: int | None = None, timeout: float | None = None) -> int:

@@ -88,6 +88,15 @@ def register_signal(num: int, who: str, handler: Callable[[int], Any]) -> None:
     uwsgi.register_signal(num, who, handler)
 
 
+def signal_cluster(num: int) -> None:
+    """uWSGI 2.0 has no cluster to raise a signal on."""
+    check_signal_number(num)
+    raise _unsupported(
+        "raising a signal on the cluster",
+        "uWSGI 2.0 has no cluster; run the app on uwsgisig's runtime with --cluster",
+    )
+
+
 def signal(num: int, remote: str | None = None) -> None:
     """Raise signal ``num`` through uWSGI, or on the node at ``remote``."""
     check_signal_number(num)

@@ -177,6 +177,11 @@ class MasterLink:
         answer = self.request(Op.ADD_EVENT, num, len(payload), until=Op.EVENT_ADDED)
         return answer[-1].arg == 0
 
+    def raise_on_cluster(self, num: int) -> None:
+        """Ask the master to raise ``num`` on every node of its cluster (each routes it as
+        its handler there says)."""
+        self.send(Op.CLUSTER_RAISE, num)
+
     def spooled(self) -> None:
         """Tell the master a job was written to the spool directory."""
         self.send(Op.SPOOLED)

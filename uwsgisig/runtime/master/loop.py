@@ -297,6 +297,7 @@ class Master:
             Op.BELL: self._on_bell,
             Op.WORKERS: self._on_workers,
             Op.SPOOLER_FREQUENCY: self._on_spooler_frequency,
+            Op.CLUSTER_RAISE: self._on_cluster_raise,
         }
 
     # ---------------------------------------------------------------- life
@@ -633,6 +634,12 @@ class Master:
     def _on_spooled(self, peer: Peer, num: int, arg: int, value: int) -> None:
         self._wake_spooler()
 
+    def _on_cluster_raise(self, peer: Peer, num: int, arg: int, value: int) -> None:
+        if self.cluster is None:  # the child checks first: only a forged frame gets here
+            log.error("%s raised signal %d on the cluster, but there is none", peer.describe(), num)
+            return
+        self.cluster.publish(num, "all")
+
     def _on_spooler_frequency(self, peer: Peer, seconds: int, arg: int, value: int) -> None:
         # Kept for the spoolers respawned later, as uWSGI keeps it in shared memory;
         # 0 goes back to --spooler-frequency, as in uWSGI.
@@ -685,7 +692,7 @@ class Master:
 
     def raise_from_cluster(self, num: int, scope: str) -> None:
         """Run here a signal the cluster brought (by its handler here, never back out)."""
-        if self.table.get(num) is None and scope == "cluster" and num not in self._unhandled:
+        if self.table.get(num) is None and scope != "subscribed" and num not in self._unhandled:
             self._unhandled.add(num)
             log.warning(
                 "signal %d came from the cluster, but this node has no handler for it: it is "

@@ -49,7 +49,9 @@ HEARTBEAT = 1.0  # seconds between two announcements of a node
 MEMBER_TTL = 3.0  # seconds after its last announcement a node is gone
 MIN_LEASE = 30.0  # seconds: the least a tick's lease lives
 STREAM_LENGTH = 10_000  # about how many signals the stream keeps for nodes that were away
-SCOPES = ("cluster", "subscribed")  # every live node; the nodes with a handler for it
+# Who a cluster signal reaches: every live node, by a handler's `cluster` target; the
+# nodes with a handler for it; every live node, by `Signal.send(cluster=True)`.
+SCOPES = ("cluster", "subscribed", "all")
 _SCHEMES = ("redis", "rediss", "unix")
 
 

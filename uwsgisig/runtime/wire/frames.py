@@ -68,6 +68,7 @@ class Op(enum.IntEnum):
     BELL = 11  # on the socket: frames wait in this child's ring (the master was asleep)
     WORKERS = 12  # the workers' figures? (answered by PAYLOAD frames of JSON and one END)
     SPOOLER_FREQUENCY = 13  # num: every spooler now looks at its jobs every num seconds
+    CLUSTER_RAISE = 14  # num: raise this signal on every node of the cluster
     # master -> child
     RUN = 16  # num: run your handler for num
     DELIVER = 17  # num: your wait() is answered with num
