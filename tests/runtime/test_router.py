@@ -579,3 +579,38 @@ def test_a_burst_whose_numbers_share_a_target_is_routed_in_one_step(
         for num in (1, 2, 3):
             made.register(num, target)
         assert made.router.route_burst(raises(nums)) == len(nums)
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+def test_a_cluster_target_goes_to_the_cluster_and_comes_back_to_a_worker(w):
+    published: list[tuple[int, str]] = []
+    w.router.publish = lambda num, scope: published.append((num, scope))
+    w.register(5, "cluster")
+    w.register(6, "subscribed")
+    w.register(7, "workers")
+    w.router.route(5)
+    w.router.route(6)
+    assert published == [(5, "cluster"), (6, "subscribed")]
+    assert bytes(w.worker_queue.outbox) == b""
+    # Back from the cluster, never out again: the first available worker runs it...
+    w.router.route(5, from_cluster=True)
+    assert bytes(w.worker_queue.outbox) == bytes([5])
+    # ...and a local target is routed as here.
+    w.router.route(7, from_cluster=True)
+    assert all(bytes(slot.outbox) == RUN_FRAMES[7] for slot in w.workers)
+    assert published == [(5, "cluster"), (6, "subscribed")]
+
+
+def test_a_pause_keeps_what_the_cluster_brings_too(w):
+    published: list[tuple[int, str]] = []
+    w.router.publish = lambda num, scope: published.append((num, scope))
+    w.register(5, "cluster")
+    w.router.pause()
+    w.router.route(5)  # raised here: to the cluster, after the pause
+    w.router.route(5, from_cluster=True)  # from the cluster: to a worker, after the pause
+    assert (published, bytes(w.worker_queue.outbox), w.router.backlog()) == ([], b"", 2)
+    assert w.router.resume() == 2
+    assert published == [(5, "cluster")]
+    assert bytes(w.worker_queue.outbox) == bytes([5])

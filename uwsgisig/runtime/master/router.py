@@ -108,8 +108,10 @@ class Router:
         self.publish = publish  # raises a signal on the cluster (None: no cluster)
         self.held = held if held is not None else HeldSignals()
         self.waiters: list[Peer] = []  # pool members blocked in wait(), oldest first
-        # While paused (SIGTSTP), raised signals wait here, in order, undelivered.
+        # While paused (SIGTSTP), raised signals wait here, in order, undelivered; those
+        # the cluster brought, apart (they are routed as arrivals when the pause ends).
         self.paused: deque[int] | None = None
+        self.paused_from_cluster: list[int] = []
         self.held_workers = self.workers  # the worker slots some process holds
         self.workers_changed()
         self._by_key = {slot.key: slot for slot in (*self.workers, *self.mules)}
@@ -170,8 +172,8 @@ class Router:
     def route(self, num: int, from_cluster: bool = False) -> None:
         """Send signal ``num`` where it belongs. Every raised signal comes through here
         (``from_cluster``: one the cluster brought to this node)."""
-        if self.paused is not None and not from_cluster:
-            self.paused.append(num)
+        if self.paused is not None:
+            (self.paused_from_cluster if from_cluster else self.paused).append(num)
             return
         destination = self.destination(num, from_cluster)
         if type(destination) is ToQueue:
@@ -230,13 +232,18 @@ class Router:
     def resume(self) -> int:
         """Deliver what the pause kept, in order; return how many signals that was."""
         kept, self.paused = self.paused, None
+        arrived, self.paused_from_cluster = self.paused_from_cluster, []
         for num in kept or ():
             self.route(num)
-        return len(kept or ())
+        for num in arrived:
+            self.route(num, from_cluster=True)
+        return len(kept or ()) + len(arrived)
 
     def backlog(self) -> int:
         """Signals kept by a pause: accepted, and not started."""
-        return len(self.paused) if self.paused is not None else 0
+        if self.paused is None:
+            return 0
+        return len(self.paused) + len(self.paused_from_cluster)
 
     def _answer(self, peer: Peer, num: int) -> None:
         self.waiters.remove(peer)
