@@ -202,4 +202,4 @@ def jobs_in(spool_dir: Path) -> list[Path]:
 
 def spooled(spool: SpoolDir, message: dict[str, object], **options: object) -> Path:
     """Spool a job into ``spool`` as a job file (as a job that waits, or failed, is)."""
-    return spool.write(message, **options)  # type: ignore[arg-type]
+    return spool.put(message, as_file=True, **options)  # type: ignore[arg-type]

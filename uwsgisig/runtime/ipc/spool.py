@@ -127,38 +127,25 @@ class SpoolDir:
         at: float | None = None,
         retries: int | None = None,
         priority: int | None = None,
+        as_file: bool = False,
     ) -> Path:
         """Spool a job durably; return the path of its job file (in the ``priority``
         subdirectory, if any).
 
         A job to run now goes to this process's journal (`ipc.journal`), and its
         file exists only if it does not end done at its first try; a job with
-        ``at`` or ``priority`` is a file at once (they are listed by their files).
+        ``at`` or ``priority`` (or ``as_file``) is a job file at once.
         """
-        writer = journal_for(self.path)
-        if writer is None or at is not None or priority is not None:
-            return self.write(message, at=at, retries=retries, priority=priority)
-        _check_count("retries", retries)
-        job = SpooledJob(check_job(message), retries=retries)
-        path = self._new_path(None)
-        writer.append(path.name, _encode(job))
-        return path
-
-    def write(
-        self,
-        message: Mapping[str, Any],
-        *,
-        at: float | None = None,
-        retries: int | None = None,
-        priority: int | None = None,
-    ) -> Path:
-        """Spool a job as a job file, durably, whatever its options; return its path."""
         _check_count("retries", retries)
         check_priority(priority)
         job = SpooledJob(check_job(message), at=at, retries=retries)
         path = self._new_path(priority)
-        path.parent.mkdir(exist_ok=True)
-        write_file(path, _encode(job), sync=True)
+        writer = journal_for(self.path)
+        if writer is None or as_file or at is not None or priority is not None:
+            path.parent.mkdir(exist_ok=True)
+            write_file(path, _encode(job), sync=True)
+        else:
+            writer.append(path.name, _encode(job))
         return path
 
     def _new_path(self, priority: int | None) -> Path:

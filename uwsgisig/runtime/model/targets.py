@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from typing import Literal
 
 import attrs
@@ -29,6 +30,7 @@ __all__ = [
     "target_from_code",
 ]
 
+# In the order of their wire codes (`target_code`): a new kind goes at the end.
 TargetKind = Literal[
     "worker",
     "workers",
@@ -122,18 +124,9 @@ def _did_you_mean(text: str) -> str:
     return f" (did you mean {close[0] + text[len(stem) :]!r}?)"
 
 
-# A target's wire code is its kind's position here (farm names travel as farm positions).
-_KINDS: tuple[TargetKind, ...] = (
-    "worker",
-    "workers",
-    "active-workers",
-    "mule",
-    "mules",
-    "spooler",
-    "farm",
-    "cluster",
-    "subscribed",
-)
+# A target's wire code is its kind's position in `TargetKind` (farm names travel as farm
+# positions).
+_KINDS: tuple[TargetKind, ...] = typing.get_args(TargetKind)
 
 
 def target_code(target: Target) -> tuple[int, int]:
