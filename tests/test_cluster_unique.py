@@ -1,13 +1,18 @@
 """Once per cluster, on fake clocks: nodes whose clocks differ fire each tick of a unique
-timer or cron once between them, as long as they differ by less than a lease's life."""
+timer or cron once between them, as long as they differ by less than a lease's life; and
+the agent's side of a lease, on a fake client."""
 
 from __future__ import annotations
 
 import collections
+import json
+import socket
+import time
 from datetime import datetime
 
 import pytest
 
+from uwsgisig.runtime.child.cluster import Agent
 from uwsgisig.runtime.model.cluster import MIN_LEASE, ClusterSpec, lease_ttl, slot_of
 from uwsgisig.runtime.schedule.cron import CronSpec
 from uwsgisig.runtime.schedule.events import (
@@ -122,3 +127,38 @@ def test_a_tick_is_named_by_the_period_it_falls_in():
     assert SPEC.lease_key(11, 60.0, 2) == "uwsgisig:test:once:11:60:2"
     assert lease_ttl(1.0) == MIN_LEASE
     assert lease_ttl(60.0) == 180.0
+
+
+class FakeClient:
+    """Answers SET NX as a Redis that has the lease ``taken``."""
+
+    def __init__(self, taken: bool) -> None:
+        self.taken = taken
+        self.sets: list[tuple[str, str, int]] = []
+
+    def set(self, key: str, value: str, *, nx: bool, px: int) -> bool:
+        assert nx
+        self.sets.append((key, value, px))
+        return not self.taken
+
+
+def agent_with(client: FakeClient) -> tuple[Agent, socket.socket]:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return Agent(theirs, SPEC, "n1", client), mine
+
+
+@pytest.mark.parametrize(("taken", "answer"), [(False, "won"), (True, "lost")])
+def test_the_agent_leases_a_tick_and_says_whether_it_is_ours(taken, answer):
+    client = FakeClient(taken)
+    agent, master = agent_with(client)
+    agent.on_message({"lease": 9, "length": 1.0, "slot": 1000, "at": time.time()})
+    assert client.sets == [("uwsgisig:test:once:9:1:1000", "n1", int(MIN_LEASE * 1000))]
+    assert json.loads(master.recv(100)) == {answer: 9}
+
+
+def test_a_lease_asked_of_a_dead_agent_is_not_taken_late():
+    client = FakeClient(False)
+    agent, master = agent_with(client)
+    agent.on_message({"lease": 9, "length": 1.0, "slot": 1000, "at": time.time() - 5})
+    assert client.sets == []
+    assert json.loads(master.recv(100)) == {"lost": 9}

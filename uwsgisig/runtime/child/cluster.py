@@ -92,6 +92,10 @@ class Agent:
         if "publish" in message:
             self.publish(int(message["publish"]), str(message.get("scope", "cluster")))
         elif "lease" in message:
+            if time.time() - float(message.get("at", 0.0)) > max(float(message["length"]), 1.0):
+                # Asked of an agent that has died since: the tick is past, not to run late.
+                self.tell(lost=int(message["lease"]))
+                return
             self.lease(int(message["lease"]), float(message["length"]), int(message["slot"]))
         elif "signals" in message:
             self.handlers = {int(num) for num in message["signals"]}

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -76,7 +77,7 @@ class ClusterLink:
     def lease(self, signum: int, length: float, slot: int) -> None:
         """Ask for the lease on tick ``slot`` of ``signum``'s unique schedule; the signal
         runs here if this node gets it."""
-        self._send({"lease": signum, "length": length, "slot": slot})
+        self._send({"lease": signum, "length": length, "slot": slot, "at": time.time()})
 
     def announce(self) -> None:
         """Tell the agent which signals this node has handlers for."""
