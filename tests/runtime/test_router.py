@@ -614,3 +614,14 @@ def test_a_pause_keeps_what_the_cluster_brings_too(w):
     assert w.router.resume() == 2
     assert published == [(5, "cluster")]
     assert bytes(w.worker_queue.outbox) == bytes([5])
+
+
+def test_a_cluster_handler_registered_after_fork_runs_in_its_owner_when_it_comes_back(w):
+    published: list[tuple[int, str]] = []
+    w.router.publish = lambda num, scope: published.append((num, scope))
+    w.register(5, "cluster", owner=w.workers[1])
+    w.router.route(5)
+    assert published == [(5, "cluster")]
+    w.router.route(5, from_cluster=True)
+    assert bytes(w.workers[1].outbox) == RUN_FRAMES[5]
+    assert bytes(w.worker_queue.outbox) == b""
