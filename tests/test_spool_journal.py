@@ -18,9 +18,9 @@ from uwsgisig.runtime.child.spooler import Spooler
 from uwsgisig.runtime.ipc import journal
 from uwsgisig.runtime.ipc.journal import (
     RECORD,
+    Dispenser,
     JobRef,
     close_journals,
-    dispense,
     read_header,
     read_records,
 )
@@ -133,7 +133,8 @@ def test_spooler_processes_dispensing_one_journal_each_get_different_jobs(tmp_pa
             try:
                 os.close(read)
                 names = []
-                while (ref := dispense(path, THIS_BOOT, lambda ref: None)) is not None:
+                dispenser = Dispenser(path)
+                while (ref := dispenser.next(THIS_BOOT, lambda ref: None)) is not None:
                     names.append(ref.name)
                 os.write(write, "\n".join(names).encode())
             finally:

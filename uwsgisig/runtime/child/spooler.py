@@ -189,10 +189,9 @@ class Spooler:
             self._mark.clear()  # type: ignore[union-attr]
             return
         if self.handler is None:
-            log.warning("spool job %s waits: the app set no spool handler", path.name)
             self.spool.make_file(ref)
             self._mark.clear()  # type: ignore[union-attr]
-            self._later(path, self.frequency)
+            self._wait_for_a_handler(path)
             return
         self._call_handler(path, job, ref)
 
@@ -225,10 +224,13 @@ class Spooler:
             self._later(path, due - now)
             return
         if self.handler is None:
-            log.warning("spool job %s waits: the app set no spool handler", path.name)
-            self._later(path, self.frequency)
+            self._wait_for_a_handler(path)
             return
         self._call_handler(path, job)
+
+    def _wait_for_a_handler(self, path: Path) -> None:
+        log.warning("spool job %s waits: the app set no spool handler", path.name)
+        self._later(path, self.frequency)
 
     def _call_handler(self, path: Path, job: SpooledJob, ref: JobRef | None = None) -> None:
         """Run ``job`` (of file ``path``, or of journal record ``ref``, already marked)."""
@@ -256,11 +258,11 @@ class Spooler:
             self._not_before.pop(path, None)
             if ref is None:
                 path.unlink(missing_ok=True)
-        elif answer == SPOOL_IGNORE:
-            self._as_file(ref)
+            return
+        self._as_file(ref)
+        if answer == SPOOL_IGNORE:
             self._later(path, self.frequency)
         else:
-            self._as_file(ref)
             self._failed(path, job, f"the spool handler returned {answer!r}")
 
     def _as_file(self, ref: JobRef | None) -> None:

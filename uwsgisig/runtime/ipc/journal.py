@@ -10,7 +10,7 @@ and syncs that one file's data, as a database commits to its write-ahead
 log, and the spooler runs jobs straight from the journals.
 
 Each journal has a cursor (``.cursor-ID``: the boot id and an offset): the
-records before it were handed to a spooler process (`dispense`), under an
+records before it were handed to a spooler process (`Dispenser`), under an
 exclusive `flock` on the cursor file, so that each record goes to exactly
 one process. Before it moves the cursor, that process writes which record
 it runs in its running mark, so a job whose process dies is found again. A
@@ -70,8 +70,8 @@ __all__ = [
     "Record",
     "close_journals",
     "cursor_of",
-    "dispense",
     "journal_for",
+    "journal_of",
     "journals",
     "read_header",
     "read_records",
@@ -265,10 +265,10 @@ class Record(NamedTuple):
     end: int  # the offset after it
 
 
-def read_records(data: bytes, offset: int, limit: int | None = None) -> list[Record]:
-    """The whole records of a journal's bytes from ``offset`` on (at most ``limit``)."""
+def read_records(data: bytes, offset: int) -> list[Record]:
+    """The whole records of a journal's bytes from ``offset`` on."""
     records: list[Record] = []
-    while offset + RECORD.size <= len(data) and (limit is None or len(records) < limit):
+    while offset + RECORD.size <= len(data):
         length, crc = RECORD.unpack_from(data, offset)
         payload = data[offset + RECORD.size : offset + RECORD.size + length]
         if len(payload) != length or zlib.crc32(payload) != crc:
@@ -300,6 +300,11 @@ def journals(directory: Path) -> list[Path]:
 def cursor_of(journal: Path) -> Path:
     """The file that holds how far ``journal`` was handed out."""
     return journal.with_name(CURSOR_PREFIX + journal.name[len(JOURNAL_PREFIX) :])
+
+
+def journal_of(cursor: Path) -> Path:
+    """The journal whose cursor is ``cursor``."""
+    return cursor.with_name(JOURNAL_PREFIX + cursor.name[len(CURSOR_PREFIX) :])
 
 
 @attrs.frozen
@@ -357,18 +362,6 @@ class Dispenser:
         os.close(self._cursor_fd)
 
 
-def dispense(journal: Path, boot: str, mark: Callable[[JobRef], None]) -> JobRef | None:
-    """Hand the next job of ``journal`` to this process (`Dispenser.next`)."""
-    try:
-        dispenser = Dispenser(journal)
-    except FileNotFoundError:
-        return None
-    try:
-        return dispenser.next(boot, mark)
-    finally:
-        dispenser.close()
-
-
 def refile(journal: Path, boot: str) -> list[str]:
     """After a restart of the machine, make every job of ``journal`` that has no job file a
     file (durably), and move its cursor to its end; the names made. A journal handed out in
@@ -415,16 +408,15 @@ def waiting(journal: Path, boot: str | None) -> list[tuple[str, bytes]]:
 def record_at(journal: Path, offset: int, boot: str) -> JobRef | None:
     """The job whose record starts at ``offset`` in ``journal``, if it was handed out in this
     boot; None if it was not (it will be), or the journal is gone."""
-    try:
-        data = journal.read_bytes()
-    except FileNotFoundError:
-        return None
     cursor_boot, handed_to = _read_cursor_at(cursor_of(journal))
     if cursor_boot != boot or offset >= handed_to:
         return None
-    for record in read_records(data, offset)[:1]:
-        return JobRef(journal, offset, record.name, record.content)
-    return None
+    try:
+        with _opened(journal) as journal_fd:
+            record = _record_at(journal_fd, offset)
+    except FileNotFoundError:
+        return None
+    return None if record is None else JobRef(journal, offset, record.name, record.content)
 
 
 def retire(journal: Path, boot: str | None, pinned: Callable[[], set[str]]) -> bool:

@@ -49,11 +49,11 @@ from ..wire.jobs import JobValue, JobValueError, check_job, decode_job, encode_j
 from . import journal
 from .journal import (
     CURSOR_PREFIX,
-    JOURNAL_PREFIX,
     TEMPORARY_PREFIX,
     Dispenser,
     JobRef,
     journal_for,
+    journal_of,
     journals,
     read_header,
     read_records,
@@ -194,7 +194,7 @@ class SpoolDir:
         for path in journals(self.path):
             retired += retire(path, journal.BOOT_ID, self._pinned)
         for cursor in self.path.glob(f"{CURSOR_PREFIX}*"):
-            if not (self.path / (JOURNAL_PREFIX + cursor.name[len(CURSOR_PREFIX) :])).exists():
+            if not journal_of(cursor).exists():
                 cursor.unlink(missing_ok=True)  # its journal retired, then the process died
         return retired
 

@@ -490,7 +490,7 @@ class Master:
     def check_event(self, event: Event) -> None:
         """Raise ScheduleError if ``event`` cannot be armed here (a unique one needs a cluster,
         and is its signal's only unique schedule)."""
-        if not getattr(event, "unique", False):
+        if not event.unique:
             return
         what = {TimerEvent: "timer", CronEvent: "cron"}.get(type(event), "file monitor")
         if self.config.cluster is None:
@@ -509,7 +509,7 @@ class Master:
     def add_event(self, event: Event) -> None:
         """Arm a timer, cron or file monitor; its signals are routed like any other."""
         self.check_event(event)
-        if getattr(event, "unique", False):
+        if event.unique:
             self.unique[event.signum] = unique_length(event)
             if isinstance(event, FileEvent):
                 self._unique_paths[event.signum] = event.path

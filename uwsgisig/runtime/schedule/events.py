@@ -162,7 +162,7 @@ def encode(event: Event) -> bytes:
         fields = {"cron": str(event.spec)}
     else:
         fields = {"path": event.path}
-    if getattr(event, "unique", False):
+    if event.unique:
         fields["unique"] = True
     return json.dumps({"signum": event.signum, **fields}).encode()
 
