@@ -159,7 +159,6 @@ class Spooler:
 
     def _scan(self, now: float) -> None:
         self._next_scan = now + self.frequency
-        self.spool.refile_journals()
         self._close_dispensers()
         self._dispensers.extend(self.spool.dispensers())
         for path in self.spool.files():

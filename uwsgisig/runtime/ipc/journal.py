@@ -26,7 +26,7 @@ retired (`retire`): deleted.
 The cursor is written without a sync: it must outlive processes, not the
 machine. After a restart of the machine (the cursor's boot id is not this
 boot's), every job of an unretired journal that is not a file becomes one
-(`refile`): a job done before the crash may run again so (at least once),
+(`Dispenser.refile`): a job done before the crash may run again so (at least once),
 at most the jobs of the unretired journals, which `ROTATE_BYTES` and
 `ROTATE_SECONDS` bound.
 
@@ -76,7 +76,6 @@ __all__ = [
     "read_header",
     "read_records",
     "record_at",
-    "refile",
     "retire",
     "sync_directory",
     "waiting",
@@ -335,15 +334,17 @@ class Dispenser:
         """The next job, ``mark`` called with it before the cursor moves past it; None if
         the journal has no whole record left (or was handed out before a restart of the
         machine: see `refile`)."""
-        fcntl.flock(self._cursor_fd, fcntl.LOCK_EX)
-        try:
+        with self._locked():
             if not self.journal.exists():
                 return None  # retired meanwhile
             cursor_boot, offset = _read_cursor(self._cursor_fd)
             if cursor_boot not in (None, boot):
                 return None
             if cursor_boot is None:
-                _, offset = read_header(os.pread(self._journal_fd, HEADER_MAX, 0))
+                try:
+                    _, offset = read_header(os.pread(self._journal_fd, HEADER_MAX, 0))
+                except ValueError:
+                    return None  # not a journal
             found = _record_at(self._journal_fd, offset)
             if found is None:
                 return None
@@ -351,8 +352,34 @@ class Dispenser:
             mark(ref)
             _write_cursor(self._cursor_fd, boot, offset + found.end)
             return ref
-        except ValueError:
-            return None  # not a journal
+
+    def refile(self, boot: str) -> list[str]:
+        """After a restart of the machine, make every job of the journal that has no job
+        file a file (durably), and move the cursor to its end; the names made. A journal
+        handed out in this boot, or never, is left as it is."""
+        with self._locked():
+            cursor_boot, _ = _read_cursor(self._cursor_fd)
+            if cursor_boot in (None, boot) or not self.journal.exists():
+                return []
+            data = _read_all(self._journal_fd)
+            try:
+                _, start = read_header(data)
+            except ValueError:
+                return []  # not a journal
+            made = []
+            for record in read_records(data, start):
+                path = self.journal.parent / record.name
+                if not path.exists():
+                    write_file(path, record.content, sync=True)
+                    made.append(record.name)
+            _write_cursor(self._cursor_fd, boot, len(data))
+            return made
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._cursor_fd, fcntl.LOCK_EX)
+        try:
+            yield
         finally:
             fcntl.flock(self._cursor_fd, fcntl.LOCK_UN)
 
@@ -360,29 +387,6 @@ class Dispenser:
         """Close the journal and its cursor."""
         os.close(self._journal_fd)
         os.close(self._cursor_fd)
-
-
-def refile(journal: Path, boot: str) -> list[str]:
-    """After a restart of the machine, make every job of ``journal`` that has no job file a
-    file (durably), and move its cursor to its end; the names made. A journal handed out in
-    this boot, or never, is left as it is."""
-    try:
-        with _opened(journal) as journal_fd, _locked_cursor(journal) as cursor:
-            cursor_boot, _ = _read_cursor(cursor)
-            if cursor_boot in (None, boot) or not journal.exists():
-                return []
-            data = _read_all(journal_fd)
-            _, start = read_header(data)
-            made = []
-            for record in read_records(data, start):
-                path = journal.parent / record.name
-                if not path.exists():
-                    write_file(path, record.content, sync=True)
-                    made.append(record.name)
-            _write_cursor(cursor, boot, len(data))
-            return made
-    except (FileNotFoundError, ValueError):
-        return []
 
 
 def waiting(journal: Path, boot: str | None) -> list[tuple[str, bytes]]:
@@ -393,7 +397,7 @@ def waiting(journal: Path, boot: str | None) -> list[tuple[str, bytes]]:
     except (FileNotFoundError, ValueError):
         return []
     cursor_boot, offset = _read_cursor_at(cursor_of(journal))
-    if cursor_boot not in (None, boot):  # before `refile`: all but those with a file
+    if cursor_boot not in (None, boot):  # before a refile: all but those with a file
         return [
             (record.name, record.content)
             for record in read_records(data, start)

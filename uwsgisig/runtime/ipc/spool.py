@@ -57,7 +57,6 @@ from .journal import (
     journals,
     read_header,
     read_records,
-    refile,
     retire,
     sync_directory,
     waiting,
@@ -163,22 +162,19 @@ class SpoolDir:
         return path
 
     def dispensers(self) -> list[Dispenser]:
-        """A `Dispenser` for each journal, oldest first (none where there are no journals)."""
-        if journal.BOOT_ID is None:
+        """A `Dispenser` for each journal, oldest first (none where there are no journals).
+
+        After a restart of the machine, the jobs of the journals not retired before it
+        become files first (`ipc.journal.Dispenser.refile`).
+        """
+        boot = journal.BOOT_ID
+        if boot is None:
             return []
         opened = []
         for path in journals(self.path):
             with contextlib.suppress(FileNotFoundError):
                 opened.append(Dispenser(path))
-        return opened
-
-    def refile_journals(self) -> list[str]:
-        """After a restart of the machine: the jobs of the journals not retired before it
-        become files (`ipc.journal.refile`); their names."""
-        boot = journal.BOOT_ID
-        if boot is None:
-            return []
-        made = [name for path in journals(self.path) for name in refile(path, boot)]
+        made = [name for dispenser in opened for name in dispenser.refile(boot)]
         if made:
             log.warning(
                 "the machine restarted before %d spooled job(s) were done with: they are "
@@ -186,7 +182,7 @@ class SpoolDir:
                 len(made),
                 ", ".join(made),
             )
-        return made
+        return opened
 
     def retire_journals(self) -> int:
         """Delete the journals that are done with (`ipc.journal.retire`); how many."""
