@@ -74,7 +74,7 @@ def register_signal(num: int, who: str, handler: Callable[[int], Any]) -> None:
     """Register ``handler`` for signal ``num`` with uWSGI, run by target ``who``."""
     check_signal_number(num)
     target = parse_target(who)  # uWSGI takes any text and fails when the signal is raised
-    if target.kind in ("cluster", "subscribed"):
+    if target.is_cluster:
         # uWSGI 2.0 takes them and never delivers: its cluster branch is empty.
         raise _unsupported(
             f"the {who!r} target",

@@ -729,7 +729,7 @@ class Master:
             return self.farm_position(target) > 0
         if target.kind == "spooler":
             return self.spooler is not None
-        if target.kind in ("cluster", "subscribed"):
+        if target.is_cluster:
             return self.config.cluster is not None
         return True
 

@@ -73,7 +73,6 @@ class Hold:
 
 
 Destination = ToQueue | ToSlots | ToWaiter | ToCluster | Hold
-CLUSTER_KINDS = ("cluster", "subscribed")
 _HERE = Target("worker")  # where a cluster-targeted signal runs on a node it reached
 
 
@@ -132,7 +131,7 @@ class Router:
         if entry is None:
             waiter = self._waiter_for(num)
             return Hold() if waiter is None else ToWaiter(waiter)
-        if entry.target.kind in CLUSTER_KINDS:
+        if entry.target.is_cluster:
             if not from_cluster:
                 return ToCluster(entry.target.kind)
             if entry.owner is None:

@@ -85,6 +85,12 @@ class Target:
         return self.kind
 
     @property
+    def is_cluster(self) -> bool:
+        """True when the signal goes to the nodes of the cluster (``cluster``,
+        ``subscribed``)."""
+        return self.kind in ("cluster", "subscribed")
+
+    @property
     def is_single(self) -> bool:
         """True when exactly one process runs the handler for each signal."""
         return self.kind not in ("workers", "active-workers", "mules")
