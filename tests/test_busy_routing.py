@@ -111,3 +111,57 @@ def test_more_slow_signals_than_processes_queue_and_none_is_dropped(start_app, t
     (tmp_path / "go").touch()
     app.wait_records("finished", 5)
     assert len(app.records("started")) == 5
+
+
+@pytest.mark.parametrize("case", ["worker", "mule", "farm_pool"])
+def test_lone_signals_raised_one_at_a_time_each_wake_another_idle_process(
+    start_app, tmp_path, case
+):
+    # Each signal is alone in its write (the next is raised only once it has
+    # started), so each goes to the queue's "single" socket, whose write wakes
+    # one idle reader: never the busy ones, and never nobody.
+    target, options, count, kind = CASES[case]
+    app = start_slow_app(start_app, target, options, 0, "worker1" if kind == "mule" else "mule1")
+    for started in range(1, count + 1):
+        app.handle.signal(10)
+        app.wait_records("started", started, timeout=20)
+    assert app.records("finished") == []
+    who = {words[-2] for words in app.records("started")}
+    assert len(who) == count
+    assert all(name.startswith(kind) for name in who)
+    (tmp_path / "go").touch()
+    app.wait_records("finished", count)
+
+
+def test_lone_signals_raised_while_every_process_is_busy_all_run_once_they_are_free(
+    start_app,
+):
+    # Written one per write while no reader waits: the wake of each finds
+    # nobody, and every reader must still find them when it looks again.
+    app = start_app(
+        """
+        @Signal(2).register_handler(target="worker1")
+        def park_one(num):
+            record("parked", num)
+            block()
+
+        @Signal(3).register_handler(target="worker2")
+        def park_two(num):
+            record("parked", num)
+            block()
+
+        @Signal(10).register_handler(target="worker")
+        def quick(num):
+            record("ran", num)
+        """,
+        workers=2,
+    )
+    app.handle.signal(2)
+    app.handle.signal(3)
+    app.wait_records("parked", 2)
+    for _ in range(6):
+        app.handle.signal(10)
+        app.handle.processes()  # the master answered: it wrote the signal on its own
+    assert app.records("ran") == []
+    app.release()  # the FIFO's end frees both parked handlers
+    assert len(app.wait_records("ran", 6)) == 6

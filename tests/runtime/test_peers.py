@@ -49,8 +49,7 @@ def slot() -> Iterator[Slot]:
 def queue() -> Iterator[SharedQueue]:
     made = SharedQueue("workers")
     yield made
-    made.write_end.close()
-    made.read_end.close()
+    made.close()
 
 
 def write(slot: Slot, size: int) -> None:
@@ -276,25 +275,67 @@ def test_shared_queue_backlog_counts_the_outbox(queue: SharedQueue) -> None:
 
 
 def test_shared_queue_backlog_counts_written_bytes_no_reader_took(queue: SharedQueue) -> None:
+    single, burst = queue.read_ends
+    queue.outbox += bytes([4, 5])
+    queue.write()
     queue.outbox += bytes([1, 2, 3])
-    queue.write_end.send(bytes([4, 5]))
-    queue.wrote()
     assert queue.backlog() == 5
-    assert queue.read_end.recv(1) == b"\x04"  # a reader took one signal
+    assert burst.recv(1) == b"\x04"  # a reader took one signal
     assert queue.backlog() == 4
-    assert queue.read_end.recv(1) == b"\x05"
+    assert burst.recv(1) == b"\x05"
     assert queue.backlog() == 3
-    queue.write_end.send(bytes([6]))
-    queue.wrote()
-    assert queue.backlog() == 4
+    queue.outbox.clear()
+    queue.outbox += bytes([6])
+    queue.write()  # a lone signal: to the other socket, counted as well
+    assert queue.backlog() == 1
+    assert single.recv(1) == b"\x06"
+    assert queue.backlog() == 0
+
+
+def test_a_lone_signal_goes_to_the_single_socket(queue: SharedQueue) -> None:
+    single, burst = queue.read_ends
+    queue.outbox += bytes([7])
+    queue.write()
+    assert not queue.outbox
+    assert single.recv(8) == b"\x07"
+    with pytest.raises(BlockingIOError):
+        burst.recv(8)
+
+
+def test_several_signals_go_to_the_burst_socket_in_one_write(queue: SharedQueue) -> None:
+    single, burst = queue.read_ends
+    queue.outbox += bytes([1, 2, 3])
+    queue.write()
+    assert not queue.outbox
+    assert burst.recv(8) == bytes([1, 2, 3])
+    with pytest.raises(BlockingIOError):
+        single.recv(8)
+
+
+def test_a_queue_with_one_reader_writes_everything_to_the_burst_socket() -> None:
+    # Nobody else to wake, and one socket keeps the order.
+    queue = SharedQueue("mules", readers=1)
+    try:
+        single, burst = queue.read_ends
+        for num in (1, 2, 3):
+            queue.outbox += bytes([num])
+            queue.write()
+        queue.outbox += bytes([4, 5])
+        queue.write()
+        assert burst.recv(8) == bytes([1, 2, 3, 4, 5])
+        with pytest.raises(BlockingIOError):
+            single.recv(8)
+    finally:
+        queue.close()
 
 
 def test_shared_queue_writes_and_reads_without_blocking(queue: SharedQueue) -> None:
-    assert queue.sock is queue.write_end
-    assert not queue.write_end.getblocking()
-    assert not queue.read_end.getblocking()
-    with pytest.raises(BlockingIOError):
-        queue.read_end.recv(1)
+    assert queue.sock is queue.burst_write
+    assert not queue.single_write.getblocking()
+    for end in queue.read_ends:
+        assert not end.getblocking()
+        with pytest.raises(BlockingIOError):
+            end.recv(1)
 
 
 def test_frame_reader_is_fresh_after_recover(slot: Slot) -> None:

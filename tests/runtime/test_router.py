@@ -120,8 +120,7 @@ class World:
             slot.sock.close()
             slot.child_end.close()
         for queue in self.queues:
-            queue.write_end.close()
-            queue.read_end.close()
+            queue.close()
         for end in self.controller_ends:
             end.close()
 
@@ -238,6 +237,20 @@ def test_a_handler_registered_after_fork_goes_to_its_owner_whatever_the_target(
     assert bytes(slot.outbox) == RUN_FRAMES[11]
     assert w.touched == {slot}
     assert all(not queue.outbox for queue in w.queues)
+
+
+def test_a_new_entry_for_a_number_is_routed_by_its_own_target(w: World) -> None:
+    # Destinations of fixed targets are decided once per entry, not once per number.
+    w.register(11, "worker")
+    assert w.router.destination(11) == ToQueue(w.worker_queue)
+    w.table.clear()
+    w.register(11, "mule2")
+    assert w.router.destination(11) == ToSlots((w.mules[1],))
+    w.table.clear()
+    w.register(11, "worker", owner=w.workers[2])
+    assert w.router.destination(11) == ToSlots((w.workers[2],))
+    w.table.clear()
+    assert w.router.destination(11) == Hold()
 
 
 def test_an_owned_handler_ignores_every_waiter(w: World) -> None:
@@ -432,7 +445,7 @@ def raises(nums: list[int]) -> bytes:
 def test_a_burst_for_one_queue_is_routed_in_one_step(w: World) -> None:
     w.register(1, "worker")
     w.register(2, "worker0")
-    assert w.router.route_burst(raises([1, 2, 1, 1])) == 4
+    assert w.router.route_raises(raises([1, 2, 1, 1])) == 4
     assert bytes(w.worker_queue.outbox) == bytes([1, 2, 1, 1])
     assert w.touched == {w.worker_queue}
 
@@ -440,7 +453,7 @@ def test_a_burst_for_one_queue_is_routed_in_one_step(w: World) -> None:
 def test_a_burst_for_a_group_gives_every_member_every_signal_in_order(w: World) -> None:
     w.register(3, "workers")
     w.register(4, "workers")
-    assert w.router.route_burst(raises([3, 4, 3])) == 3
+    assert w.router.route_raises(raises([3, 4, 3])) == 3
     expected = RUN_FRAMES[3] + RUN_FRAMES[4] + RUN_FRAMES[3]
     for worker in w.workers:
         assert bytes(worker.outbox) == expected
@@ -452,34 +465,42 @@ def test_a_burst_to_mixed_destinations_is_left_to_single_routing(w: World) -> No
     w.register(1, "worker")
     w.register(2, "mule")
     before = w.state()
-    assert w.router.route_burst(raises([1, 2, 1])) == 0
+    assert w.router.route_raises(raises([1, 2, 1])) == 0
     assert w.state() == before
 
 
 @pytest.mark.parametrize(
     "frames",
     [
-        raises([1]),
         b"",
+        pack(Op.WAIT, ANY_SIGNAL),
+        pack(Op.RAISE, 300),
         raises([1]) + pack(Op.WAIT, ANY_SIGNAL) + raises([1]),
         pack(Op.UNWAIT) + raises([1, 1]),
     ],
-    ids=["one-frame", "empty", "wait-inside", "unwait-first"],
+    ids=["empty", "one-other-frame", "one-number-past-255", "wait-inside", "unwait-first"],
 )
 def test_a_read_that_is_not_a_burst_of_raises_is_left_alone(w: World, frames: bytes) -> None:
     w.register(1, "worker")
     before = w.state()
-    assert w.router.route_burst(frames) == 0
+    assert w.router.route_raises(frames) == 0
     assert w.state() == before
+
+
+def test_a_read_of_one_raise_is_routed_as_route_would(w: World) -> None:
+    w.register(1, "worker")
+    assert w.router.route_raises(raises([1])) == 1
+    assert bytes(w.worker_queue.outbox) == bytes([1])
+    assert w.touched == {w.worker_queue}
 
 
 def test_a_burst_of_unregistered_signals_is_left_to_single_routing(w: World) -> None:
     before = w.state()
-    assert w.router.route_burst(raises([5, 5, 5])) == 0
+    assert w.router.route_raises(raises([5, 5, 5])) == 0
     assert w.state() == before
     w.router.start_waiting(w.controller, ANY_SIGNAL)
     before = w.state()
-    assert w.router.route_burst(raises([6, 6])) == 0
+    assert w.router.route_raises(raises([6, 6])) == 0
     assert w.state() == before
 
 
@@ -540,7 +561,7 @@ def configure(
     held=st.lists(st.integers(1, 4), max_size=3),
     nums=st.lists(st.integers(1, 4), min_size=1, max_size=12),
 )
-def test_route_burst_routes_as_routing_one_by_one_would(
+def test_route_raises_routes_as_routing_one_by_one_would(
     pool: list[str | tuple[str, int] | None],
     data: st.DataObject,
     pids: list[bool],
@@ -554,7 +575,7 @@ def test_route_burst_routes_as_routing_one_by_one_would(
         for made in (bursting, single):
             configure(made, setups, pids, waits, held)
         before = bursting.state()
-        routed = bursting.router.route_burst(raises(nums))
+        routed = bursting.router.route_raises(raises(nums))
         if routed == 0:
             assert bursting.state() == before
             for num in nums:  # what the master does next: frame by frame
@@ -578,7 +599,7 @@ def test_a_burst_whose_numbers_share_a_target_is_routed_in_one_step(
     with world() as made:
         for num in (1, 2, 3):
             made.register(num, target)
-        assert made.router.route_burst(raises(nums)) == len(nums)
+        assert made.router.route_raises(raises(nums)) == len(nums)
 
 
 # ---------------------------------------------------------------- the cluster

@@ -13,7 +13,7 @@ from typing import SupportsIndex
 
 import attrs
 
-from ..errors import UwsgisigError, check_signal_number
+from ..errors import MAX_SIGNAL, UwsgisigError, check_signal_number
 from .child import SignalLoop
 from .ipc.link import MasterGone, MasterLink
 from .ipc.posix import kill
@@ -25,6 +25,8 @@ __all__ = ["ProcessInfo", "RuntimeHandle"]
 
 def _number(num: object) -> int:
     """A signal number from an int or anything with ``__index__`` (a `Signal`)."""
+    if type(num) is int and 0 <= num <= MAX_SIGNAL:
+        return num  # the common case, on every raise: spare the checks below
     if not isinstance(num, int) and hasattr(num, "__index__"):
         num = operator.index(num)  # type: ignore[arg-type]
     return check_signal_number(num)
@@ -65,7 +67,8 @@ class RuntimeHandle:
     def signal(self, num: SupportsIndex) -> None:
         """Raise signal ``num`` (a number or a `Signal`) in the runtime, as ``send()`` would."""
         number = _number(num)
-        self._check_running(f"raise signal {number}")
+        if self.returncode is not None:
+            self._check_running(f"raise signal {number}")
         self._link.raise_signal(number)
 
     def wait(self, num: SupportsIndex | None = None, timeout: float = 10.0) -> int:

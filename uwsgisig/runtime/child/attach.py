@@ -158,7 +158,7 @@ def _read_answer(door: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) -> Attachment:
-    private, progress_fd, rings_fd, sleeping_fd, worker_queue_fd, locks_fd, *rest = fds
+    private, progress_fd, rings_fd, sleeping_fd, single_fd, burst_fd, locks_fd, *rest = fds
     rpc_fd, post_fds = (rest[0], rest[1:]) if answer.get("rpc") else (None, rest)
     config: RuntimeConfig = pickle.loads(base64.b64decode(answer["config"]))
     index = answer["index"]
@@ -171,8 +171,9 @@ def _become_worker(door: socket.socket, answer: dict[str, Any], fds: list[int]) 
         ring=rings.ring(index),
         threaded=True,
     )
-    worker_queue = socket.socket(fileno=worker_queue_fd)
-    worker_queue.setblocking(False)
+    worker_queue = (socket.socket(fileno=single_fd), socket.socket(fileno=burst_fd))
+    for end in worker_queue:
+        end.setblocking(False)
     farms = {name: tuple(mules) for name, mules in answer["farms"].items()}
     post = PostOffice(
         answer["mules"],

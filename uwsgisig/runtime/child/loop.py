@@ -5,9 +5,12 @@ at it alone, DELIVER answering its wait(), RELOAD) and the shared queues it
 belongs to (all workers, all mules, its farms), where the first reader takes
 each signal, one at a time. A child busy in a handler reads nothing, so the
 next signal of a shared queue goes to a child that is free: uWSGI's "first
-available". Every idle reader of a shared signal queue is woken when
-signals arrive (no ``EPOLLEXCLUSIVE`` there): the master writes a burst in
-one write, and four signals for four idle workers must wake all four.
+available".
+
+Each shared queue is two sockets (see `SharedQueue` in the master's peers):
+``single``, watched with ``EPOLLEXCLUSIVE``, where a lone signal wakes one
+idle reader, and ``burst``, watched plainly, where a burst wakes every idle
+reader, so four signals for four idle workers wake all four.
 """
 
 from __future__ import annotations
@@ -49,20 +52,21 @@ HOT_STREAK = 64
 class Poller:
     """Waits on the descriptors one child reads.
 
-    On Linux the message queues shared with other mules are watched with
-    ``EPOLLEXCLUSIVE``: each message is one write, which wakes one idle
-    reader, not all of them. Shared signal queues are plain: see the module
-    docstring.
+    On Linux the ``shared_fds`` (message queues shared with other mules, the
+    ``single`` socket of a shared signal queue, the RPC socket) are watched
+    with ``EPOLLEXCLUSIVE``: each of their writes carries one item, which
+    wakes one idle reader, not all of them.
     """
 
     def __init__(self, plain_fds: list[int], shared_fds: list[int]) -> None:
-        self._epoll = getattr(select, "epoll", None)
-        if self._epoll is not None:
-            self._epoll = select.epoll()
+        if hasattr(select, "epoll"):
+            epoll = select.epoll()
             for fd in plain_fds:
-                self._epoll.register(fd, select.EPOLLIN)
+                epoll.register(fd, select.EPOLLIN)
             for fd in shared_fds:
-                self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            # epoll takes seconds, None for ever, as `wait` does: no frame between.
+            self.wait = epoll.poll  # type: ignore[method-assign]
         else:
             self._poll = select.poll()
             for fd in [*plain_fds, *shared_fds]:
@@ -70,8 +74,6 @@ class Poller:
 
     def wait(self, timeout: float | None) -> list[tuple[int, int]]:
         """Return ``(fd, events)`` for the ready descriptors, waiting up to ``timeout`` s."""
-        if self._epoll is not None:
-            return self._epoll.poll(-1 if timeout is None else timeout)
         return self._poll.poll(None if timeout is None else int(timeout * 1000) + 1)
 
 
@@ -107,7 +109,7 @@ class SignalLoop:
     def __init__(
         self,
         link: MasterLink,
-        queues: Iterable[socket.socket],
+        queues: Iterable[tuple[socket.socket, socket.socket]],
         table: SignalTable | None,
         mailbox: Mailbox | None = None,
         threads: bool = False,
@@ -131,7 +133,15 @@ class SignalLoop:
         self.run_coroutine: Callable[[Coroutine[Any, Any, object]], object] = asyncio.run
         self._link_fd = link.fileno()
         self.table = table
-        self.queues = {queue.fileno(): queue for queue in queues}
+        # Every read end of the shared queues, by descriptor.
+        self.queues: dict[int, socket.socket] = {}
+        self._singles: list[int] = []  # watched with EPOLLEXCLUSIVE
+        self._bursts: set[int] = set()
+        for single, burst in queues:
+            self.queues[single.fileno()] = single
+            self.queues[burst.fileno()] = burst
+            self._singles.append(single.fileno())
+            self._bursts.add(burst.fileno())
         self.mailbox = mailbox
         self.waiting: int | None = None  # what the master believes we wait for
         self.leaving = False  # asked to exit (RELOAD, or a graceful stop) once idle
@@ -161,10 +171,10 @@ class SignalLoop:
         known = self._sources.get(key)
         if known is not None:
             return known
-        plain = [self.link.fileno(), *self.queues] if signals else []
+        plain = [self.link.fileno(), *self._bursts] if signals else []
         if self._wake is not None:
             plain.append(self._wake_fd)
-        shared: list[int] = []
+        shared = list(self._singles) if signals else []
         own = self.mailbox.own if self.mailbox is not None else None
         for queue in mail:
             (plain if queue is own else shared).append(queue.fileno())
@@ -339,7 +349,10 @@ class SignalLoop:
                     except BlockingIOError:
                         continue  # another process took it
                     if data:
-                        self._hot, self._hot_fd = queue, fd
+                        # A burst end likely holds the next signal: take it without a
+                        # poll. A single end is looked at again by the poll itself.
+                        if fd in self._bursts:
+                            self._hot, self._hot_fd = queue, fd
                         return _RUN, data[0]
                     continue
                 box = sources.mail.get(fd)

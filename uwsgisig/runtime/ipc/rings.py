@@ -10,7 +10,10 @@ the same path.
 
 Only the child writes ``head`` and only the master writes ``tail``; a frame
 (8 bytes, the ring a multiple of 8) is published by moving ``head`` after
-its bytes are written, so the master never sees half a frame.
+its bytes are written, so the master never sees half a frame. Every ring's
+``head`` sits in one block of the mapping and every ``tail`` in another, so
+the master learns whether any ring holds frames with one comparison of the
+two blocks (`Rings.pending`), however many children there are.
 
 Waking the master. While it works, the master looks at every ring on each
 pass of its loop. Before it sleeps in ``poll`` it sets ``sleeping``, then
@@ -27,7 +30,6 @@ at most that much delay, never a signal.
 
 from __future__ import annotations
 
-import mmap
 import os
 import platform
 import threading
@@ -37,9 +39,12 @@ from .shared import SharedMemory
 __all__ = ["RING_SIZE", "WEAK_ORDER_NAP", "Ring", "Rings", "fence"]
 
 RING_SIZE = 65536  # bytes of frames per child: 8,192 frames, twice the raise window
-_HEADER_WORDS = 2  # head, tail
-_SLEEPING = 0  # word 0 of the mapping: the master sleeps in poll
-_FIRST_RING = 8  # bytes of the global header
+# The mapping: a header (the master's "sleeping" word, the number of rings),
+# then every ring's head, then every tail, then every ring's frames; each
+# part starts on its own cache line.
+_SLEEPING = 0  # word 0: the master sleeps in poll
+_COUNT = 1  # word 1: how many rings the mapping holds
+_LINE = 64
 
 # Seconds the master may sleep without looking at the rings; None where the fence is full.
 WEAK_ORDER_NAP = None if platform.machine().lower() in ("x86_64", "amd64") else 0.01
@@ -64,20 +69,19 @@ def fence() -> None:
 
 
 class Ring:
-    """One child's ring: ``head`` and ``tail`` counters and the frame bytes."""
+    """One child's ring: its ``head`` and ``tail`` counters and its frame bytes."""
 
     __slots__ = ("_head", "_sleeping", "_tail", "_words", "data", "size")
 
-    def __init__(self, mapping: mmap.mmap, offset: int, size: int, sleeping: memoryview) -> None:
-        words = memoryview(mapping).cast("Q")
-        self._words = words
-        self._head = offset // 8
-        self._tail = offset // 8 + 1
+    def __init__(
+        self, words: memoryview, head: int, tail: int, data: memoryview, sleeping: memoryview
+    ) -> None:
+        self._words = words  # the mapping as 8-byte words
+        self._head = head  # the index of this ring's head in ``words``
+        self._tail = tail
         self._sleeping = sleeping
-        self.data = memoryview(mapping)[
-            offset + 8 * _HEADER_WORDS : offset + 8 * _HEADER_WORDS + size
-        ]
-        self.size = size
+        self.data = data
+        self.size = len(data)
 
     # ---------------------------------------------------------------- the child's side
 
@@ -105,8 +109,9 @@ class Ring:
             self.data[start:] = frame[:split]
             self.data[: end - size] = frame[split:]
         self._words[self._head] = head + len(frame)
-        fence()
-        return bool(self._sleeping[0])
+        _fence_lock.acquire()  # `fence`, inlined: this runs on every raise
+        _fence_lock.release()
+        return self._sleeping[0] != 0
 
     # ---------------------------------------------------------------- the master's side
 
@@ -150,12 +155,18 @@ class Rings:
     ) -> None:
         if size % 8:
             raise ValueError(f"invalid ring size {size}: must be a multiple of 8 bytes")
-        self._stride = 8 * _HEADER_WORDS + size
         if memory is None:
-            memory = SharedMemory(_FIRST_RING + max(count, 1) * self._stride, "rings")
+            memory = SharedMemory(_layout(count, size)[-1], "rings")
+            memoryview(memory.map).cast("Q")[_COUNT] = count
         self.memory = memory
         self._map = memory.map
+        self._words = memoryview(self._map).cast("Q")
+        self.count = self._words[_COUNT]
+        self._heads_at, self._tails_at, self._data_at, _ = _layout(self.count, size)
         self._size = size
+        # Every head and every tail, as two runs of words compared at once.
+        self._heads = self._words[self._heads_at // 8 : self._heads_at // 8 + self.count]
+        self._tails = self._words[self._tails_at // 8 : self._tails_at // 8 + self.count]
         # The master's one "sleeping" word: this mapping's, or that of ``sleeping_in``.
         if sleeping_memory is None:
             sleeping_memory = sleeping_in.memory if sleeping_in is not None else memory
@@ -170,10 +181,32 @@ class Rings:
 
     def ring(self, index: int) -> Ring:
         """The ring of slot ``index`` (0-based)."""
-        return Ring(self._map, _FIRST_RING + index * self._stride, self._size, self._sleeping)
+        if not 0 <= index < self.count:
+            raise IndexError(f"no ring {index}: the mapping holds {self.count}")
+        data = self._data_at + index * self._size
+        return Ring(
+            self._words,
+            self._heads_at // 8 + index,
+            self._tails_at // 8 + index,
+            memoryview(self._map)[data : data + self._size],
+            self._sleeping,
+        )
+
+    def pending(self) -> bool:
+        """The master: whether any ring holds frames it has not taken."""
+        return self._heads != self._tails
 
     def set_sleeping(self, sleeping: bool) -> None:
         """The master: about to sleep in poll (True), or awake again (False)."""
         self._sleeping[0] = int(sleeping)
         if sleeping:
             fence()
+
+
+def _layout(count: int, size: int) -> tuple[int, int, int, int]:
+    """Byte offsets of the heads, the tails and the frames of ``count`` rings, and the end."""
+    words = -(-8 * max(count, 1) // _LINE) * _LINE  # a run of words, in whole cache lines
+    heads = _LINE
+    tails = heads + words
+    data = tails + words
+    return heads, tails, data, data + max(count, 1) * size

@@ -97,7 +97,7 @@ def admit(
         master.progress.memory.fd,
         master.rings.memory.fd,
         master.rings.sleeping_memory.fd,
-        master.worker_queue.read_end.fileno(),
+        *(end.fileno() for end in master.worker_queue.read_ends),
         master.locks.fd,
         *([master.rpc_listening.fileno()] if master.rpc_listening is not None else []),
         *(queue.write_end.fileno() for queue in master.post.all_queues()),

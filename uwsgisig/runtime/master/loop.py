@@ -81,9 +81,12 @@ READ_SIZE = 262144
 HARAKIRI_INTERVAL = 1.0
 # Seconds between looks at the backlog while flow control holds credit back.
 CONGESTED_RECHECK = 0.005
-# Nanoseconds the master keeps looking at the rings after a pass that read
-# frames, before it sleeps (see `Master._spin_on_rings`).
+# Nanoseconds the master keeps serving the rings alone after they last brought
+# frames, before it sleeps (see `Master._serve_rings`).
 SPIN_AFTER_WORK_NS = 100_000
+# Nanoseconds it serves the rings alone at most: how long its other inputs
+# (POSIX signals, sockets, timers) may wait while the rings stay busy.
+SPIN_LIMIT_NS = 2_000_000
 # What a POLLIN on a peer's socket may also mean: the other end is gone.
 READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
@@ -151,9 +154,11 @@ class Master:
         # The first spooler process takes the signals aimed at the spooler.
         self.spooler = self.spoolers[0] if self.spoolers else None
         self.slots = [*self.workers, *self.mules, *self.spoolers]
-        self.worker_queue = SharedQueue("workers")
-        self.mule_queue = SharedQueue("mules")
-        self.farm_queues = [SharedQueue(f"farm {farm.name}") for farm in config.farms]
+        self.worker_queue = SharedQueue("workers", readers=config.worker_slots)
+        self.mule_queue = SharedQueue("mules", readers=config.mule_count)
+        self.farm_queues = [
+            SharedQueue(f"farm {farm.name}", readers=len(farm.mules)) for farm in config.farms
+        ]
         self.queues = [self.worker_queue, self.mule_queue, *self.farm_queues]
         self.locks = SharedLocks(config.locks + 1)
         self.post = PostOffice(config.mule_count, {farm.name: farm.mules for farm in config.farms})
@@ -171,7 +176,7 @@ class Master:
         )
         self.peers: list[Peer] = [*self.slots, *([self.controller] if self.controller else [])]
         self._ringed = [(peer, peer.ring) for peer in self.peers if peer.ring is not None]
-        self._rings = [ring for _, ring in self._ringed]
+        self._controller_rings = controller_rings  # the handle's ring lives in its own mapping
         self._dirty: set[Peer | SharedQueue] = set()
         self.router = Router(
             table,
@@ -365,6 +370,8 @@ class Master:
         self.supervisor.start_command()
 
     def _serve_once(self) -> None:
+        if self._rings_were_busy:
+            self._serve_rings()
         for fd, events in self._poll.poll(self._sleep_timeout()):
             on_ready = self._on_ready.get(fd)
             if on_ready is not None:
@@ -410,41 +417,56 @@ class Master:
         timeout = self._poll_timeout()
         if timeout == 0:
             return 0
-        if self._rings_were_busy:
-            self._rings_were_busy = False
-            if self._spin_on_rings():
-                return 0
         self.rings.set_sleeping(True)
-        for ring in self._rings:
-            if ring.pending():
-                self.rings.set_sleeping(False)
-                return 0
+        if self._rings_pending():
+            self.rings.set_sleeping(False)
+            return 0
         return timeout
 
-    def _spin_on_rings(self) -> bool:
-        """After a pass that read frames, watch the rings a little before sleeping.
+    def _serve_rings(self) -> None:
+        """After a pass that read frames, serve the rings alone for a moment.
 
         A signal tends to bring its answer or the next signal within tens of
-        microseconds, and a sleeping master costs each of them a system call
-        (the bell) and a wake-up, which between two CPUs is most of a signal's
-        latency. Yielding on every look lets a sender that shares this CPU run.
-        True if a ring has frames.
+        microseconds. A sleeping master costs each of them a system call (the
+        bell) and a wake-up, and a whole pass costs a poll and a look at every
+        other input: between two CPUs, that is most of a signal's latency. So
+        the master watches the rings, yielding the CPU on every look so that
+        a sender sharing it runs, and reads, routes and writes what they bring
+        at once. It stops when they have been quiet for `SPIN_AFTER_WORK_NS`,
+        or after `SPIN_LIMIT_NS` in all, and the pass goes on as usual (its
+        flush pays credit as every pass does).
         """
-        rings = self._rings
-        end = time.perf_counter_ns() + SPIN_AFTER_WORK_NS
-        while True:
-            for ring in rings:
-                if ring.pending():
-                    return True
-            if time.perf_counter_ns() >= end:
-                return False
-            os.sched_yield()
+        clock = time.perf_counter_ns
+        now = clock()
+        limit = now + SPIN_LIMIT_NS
+        quiet_at = now + SPIN_AFTER_WORK_NS
+        while now < quiet_at:
+            if self._read_rings():
+                self._flush()
+                now = clock()
+                if now >= limit:
+                    return  # still busy: the next pass comes back here
+                quiet_at = now + SPIN_AFTER_WORK_NS
+            else:
+                os.sched_yield()
+                now = clock()
+        self._rings_were_busy = False
 
-    def _read_rings(self) -> None:
+    def _rings_pending(self) -> bool:
+        if self.rings.pending():
+            return True
+        return self._controller_rings is not None and self._controller_rings.pending()
+
+    def _read_rings(self) -> bool:
+        """Act on the frames of every ring; True if any ring had some."""
+        if not self._rings_pending():
+            return False
+        self._rings_were_busy = True
         for peer, ring in self._ringed:
-            if ring.pending():
-                self._rings_were_busy = True
-                self._act_on(peer, ring.take())
+            frames = ring.take()
+            if frames:
+                self._act_on(peer, frames)
+        return True
 
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the next internal timer or external event, None if none."""
@@ -548,7 +570,12 @@ class Master:
 
     def _act_on(self, peer: Peer, frames: bytes) -> None:
         """Handle whole frames from ``peer``, read from its socket or its ring."""
-        raised = self.router.route_burst(frames)
+        raised = self.router.route_raises(frames)
+        if raised == 1:
+            self.raised += 1
+            self.raised_by_num[frames[2]] += 1
+            self.flow.raised(peer, 1)
+            return
         if raised:
             self.raised += raised
             nums = frames[2::FRAME_SIZE]
@@ -763,7 +790,12 @@ class Master:
             owner = self._dirty.pop()
             sock = owner.sock
             outbox = owner.outbox
-            if outbox:
+            shared = type(owner) is SharedQueue
+            if not outbox:
+                pass
+            elif shared:
+                owner.write()  # type: ignore[union-attr]
+            else:
                 try:
                     sent = sock.send(outbox)
                 except (BlockingIOError, InterruptedError):
@@ -771,13 +803,11 @@ class Master:
                 except (BrokenPipeError, ConnectionResetError):
                     sent = len(outbox)  # the controller left; nothing reads this any more
                 del outbox[:sent]
-                if sent and isinstance(owner, SharedQueue):
-                    owner.wrote()
             # Watch for room only while output waits; skip the system call when
             # nothing changes, which in a burst is nearly always.
             want_out = bool(outbox)
             if want_out != owner.watching_out and sock.fileno() >= 0:
-                idle = 0 if isinstance(owner, SharedQueue) else select.POLLIN
+                idle = 0 if shared else select.POLLIN
                 self._poll.modify(sock, idle | (select.POLLOUT if want_out else 0))
                 owner.watching_out = want_out
 
@@ -793,7 +823,7 @@ class Master:
             *([rpc.fileno()] if rpc is not None else []),
             slot.child_end.fileno(),
             self.locks.fd,
-            *(queue.read_end.fileno() for queue in queues),
+            *(end.fileno() for queue in queues for end in queue.read_ends),
             *self.post.write_fds(),
             *(queue.fileno() for queue in (mailbox.queues() if mailbox else ())),
         }
@@ -806,7 +836,7 @@ class Master:
                 id=slot.id,
                 masterpid=self.pid,
                 link=slot.child_end,
-                queues=tuple(queue.read_end for queue in queues),
+                queues=tuple(queue.read_ends for queue in queues),
                 progress=slot.progress,
                 ring=slot.ring,
                 table=self.table,
@@ -840,7 +870,7 @@ class Master:
         for slot in self.slots:
             fds.append(slot.child_end.fileno())
         for queue in self.queues:
-            fds += [queue.write_end.fileno(), queue.read_end.fileno()]
+            fds += queue.fds()
         for mail in self.post.all_queues():
             fds += mail.fds()
         fds.append(self._monitor_fd)

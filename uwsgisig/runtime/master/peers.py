@@ -172,39 +172,109 @@ class Slot(Peer):
 
 
 class SharedQueue:
-    """A socket that several children read: the first free reader takes each signal.
+    """Signals that several children read: the first free reader takes each one.
 
-    It carries bare signal numbers, one byte each, so a reader takes whole
-    signals whatever it reads, and each idle reader takes one at a time.
+    Signals travel as bare numbers, one byte each, so a reader takes whole
+    signals whatever it reads, and an idle reader takes one at a time. Two
+    sockets carry them, so that a lone signal wakes one idle reader and a
+    burst wakes them all:
+
+    - ``single`` takes one signal per write, and its readers watch it with
+      ``EPOLLEXCLUSIVE``. A write wakes one reader that waits, if one does;
+      if none does, every reader is marked to look at the socket when it
+      next waits. A lone signal thus wakes one reader, not all of them, and
+      always has a reader that will take it.
+    - ``burst`` takes the rest: a write of several signals at once wakes
+      every idle reader, so N signals for N idle readers run side by side.
+
+    A queue made for one reader (``readers`` 1) writes everything to
+    ``burst``: with nobody else to wake, one socket keeps its signals in the
+    order they were raised. Two or more readers run signals side by side,
+    and the order in which they start is not kept (a reader busy with a
+    burst may take its next signal before an older lone one).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, readers: int = 2) -> None:
         self.name = name
-        self.write_end, self.read_end = socket.socketpair()
-        self.write_end.setblocking(False)
-        self.read_end.setblocking(False)
+        self.single_write, self.single_read = _nonblocking_pair()
+        self.burst_write, self.burst_read = _nonblocking_pair()
+        self.lone_to_single = readers > 1
+        # The end the master watches for room to write (``single`` never fills).
+        self.sock = self.burst_write
         self.outbox = bytearray()
         self.watching_out = False  # whether the master's poll waits for room to write
-        self._maybe_unread = False  # bytes were written since the socket was last seen empty
-
-    def wrote(self) -> None:
-        """The master wrote to the socket: `backlog` must look into it again."""
-        self._maybe_unread = True
+        # Bytes were written since the socket was last seen empty.
+        self._single_unread = False
+        self._burst_unread = False
 
     @property
-    def sock(self) -> socket.socket:
-        """The end the master writes."""
-        return self.write_end
+    def read_ends(self) -> tuple[socket.socket, socket.socket]:
+        """``(single, burst)``: what a reader of the queue reads."""
+        return self.single_read, self.burst_read
+
+    def fds(self) -> list[int]:
+        """Every descriptor of the queue (a forked child closes those it does not read)."""
+        return [
+            sock.fileno()
+            for sock in (self.single_write, self.single_read, self.burst_write, self.burst_read)
+        ]
+
+    def close(self) -> None:
+        """Close every end (the master's copies)."""
+        for sock in (self.single_write, self.single_read, self.burst_write, self.burst_read):
+            sock.close()
+
+    def write(self) -> None:
+        """Write what the outbox holds without blocking: a lone signal to ``single``
+        (with two readers or more), the rest to ``burst``; what does not fit stays."""
+        outbox = self.outbox
+        if len(outbox) == 1 and self.lone_to_single:
+            try:
+                sent = self.single_write.send(outbox)
+            except (BlockingIOError, InterruptedError):
+                sent = 0  # never in practice: readers drain it a byte at a time
+            if sent:
+                self._single_unread = True
+                del outbox[:sent]
+                return
+        try:
+            sent = self.burst_write.send(outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        if sent:
+            self._burst_unread = True
+            del outbox[:sent]
 
     def backlog(self) -> int:
-        """Signals in the outbox and in the socket that no reader took yet."""
-        unread = 0
-        if self._maybe_unread:
-            # The master holds the read end too, so FIONREAD sees what is unread.
-            raw = fcntl.ioctl(self.read_end.fileno(), termios.FIONREAD, _INT_ZERO)
-            unread = struct.unpack("i", raw)[0]
-            self._maybe_unread = unread > 0
-        return len(self.outbox) + unread
+        """Signals in the outbox and in the sockets that no reader took yet."""
+        return len(self.outbox) + self._unread_single() + self._unread_burst()
+
+    def _unread_single(self) -> int:
+        if not self._single_unread:
+            return 0
+        unread = _unread(self.single_read)
+        self._single_unread = unread > 0
+        return unread
+
+    def _unread_burst(self) -> int:
+        if not self._burst_unread:
+            return 0
+        unread = _unread(self.burst_read)
+        self._burst_unread = unread > 0
+        return unread
+
+
+def _nonblocking_pair() -> tuple[socket.socket, socket.socket]:
+    write_end, read_end = socket.socketpair()
+    write_end.setblocking(False)
+    read_end.setblocking(False)
+    return write_end, read_end
+
+
+def _unread(read_end: socket.socket) -> int:
+    # The master holds the read end too, so FIONREAD sees what is unread.
+    raw = fcntl.ioctl(read_end.fileno(), termios.FIONREAD, _INT_ZERO)
+    return struct.unpack("i", raw)[0]
 
 
 _INT_ZERO = struct.pack("i", 0)

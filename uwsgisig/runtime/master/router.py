@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from ..model.table import SignalTable
+from ..model.table import Entry, SignalTable
 from ..model.targets import Target
 from ..wire.frames import ANY_SIGNAL, FRAME_SIZE, RUN_FRAMES, Op
 from .held import HeldSignals
@@ -74,6 +74,11 @@ class Hold:
 
 Destination = ToQueue | ToSlots | ToWaiter | ToCluster | Hold
 _HERE = Target("worker")  # where a cluster-targeted signal runs on a node it reached
+_RAISE = int(Op.RAISE)  # an enum member's lookup costs ten times a global int's, per signal
+# Targets whose destination stays what it was when first decided: one process, a
+# shared queue, all the mules. Those of ``workers`` and ``active-workers`` change
+# as processes come and go, and the cluster's are decided afresh each time.
+_FIXED_KINDS = frozenset(("worker", "mule", "farm", "mules", "spooler"))
 
 
 class Router:
@@ -112,6 +117,9 @@ class Router:
         self.paused: deque[int] | None = None
         self.paused_from_cluster: list[int] = []
         self.held_workers = self.workers  # the worker slots some process holds
+        # Signal -> (its entry, its destination) for fixed targets: it is decided once
+        # per entry, and a new entry for the number (registered after fork) is seen as new.
+        self._fixed: list[tuple[Entry, Destination] | None] = [None] * len(RUN_FRAMES)
         self.workers_changed()
         self._by_key = {slot.key: slot for slot in (*self.workers, *self.mules)}
         # Slots that own signals registered after fork, beside the workers and mules:
@@ -131,14 +139,23 @@ class Router:
         if entry is None:
             waiter = self._waiter_for(num)
             return Hold() if waiter is None else ToWaiter(waiter)
+        fixed = self._fixed[num]
+        if fixed is not None and fixed[0] is entry:
+            return fixed[1]
         if entry.target.is_cluster:
             if not from_cluster:
                 return ToCluster(entry.target.kind)
             if entry.owner is None:
                 return self._target_destination(_HERE)
         if entry.owner is not None:
-            return ToSlots((self._by_key[entry.owner],))
-        return self._target_destination(entry.target)
+            destination: Destination = ToSlots((self._by_key[entry.owner],))
+        elif entry.target.kind in _FIXED_KINDS:
+            destination = self._target_destination(entry.target)
+        else:
+            return self._target_destination(entry.target)
+        if not entry.target.is_cluster:
+            self._fixed[num] = (entry, destination)
+        return destination
 
     def _target_destination(self, target: Target) -> Destination:
         kind, index = target.kind, target.index
@@ -190,16 +207,21 @@ class Router:
         else:
             self.held.hold(num)
 
-    def route_burst(self, frames: bytes) -> int:
+    def route_raises(self, frames: bytes) -> int:
         """Route a read made only of RAISE frames in one step, when they all go one way.
 
-        That is what a burst of ``send()`` looks like, and appending the
-        numbers at once costs far less than routing them one by one. The
-        destination comes from `destination`, as for one signal. Returns how
-        many signals it routed: 0 when the read is anything else.
+        That is what one ``send()`` or a burst of them looks like, and
+        appending the numbers at once costs far less than routing them one by
+        one. The destination comes from `destination`, as for one signal.
+        Returns how many signals it routed: 0 when the read is anything else.
         """
         count = len(frames) // FRAME_SIZE
-        if count < 2 or frames[0::FRAME_SIZE].count(Op.RAISE) != count:
+        if count == 1:
+            if frames[0] != _RAISE or frames[3]:
+                return 0  # another frame, or a number past 255 (refused one by one)
+            self.route(frames[2])
+            return 1
+        if count < 2 or frames[0::FRAME_SIZE].count(_RAISE) != count:
             return 0
         if frames[3::FRAME_SIZE].count(0) != count:
             return 0  # a number past 255: one by one, where it is refused

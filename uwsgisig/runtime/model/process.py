@@ -56,7 +56,8 @@ class ChildSpec:
     id: int
     masterpid: int
     link: socket.socket  # its private socket to the master
-    queues: tuple[socket.socket, ...]  # read ends of the shared signal queues it serves
+    # The (single, burst) read ends of each shared signal queue it serves.
+    queues: tuple[tuple[socket.socket, socket.socket], ...]
     progress: ProgressCell
     ring: Ring  # where its frames to the master go
     table: SignalTable
