@@ -463,3 +463,41 @@ def test_after_a_burst_the_master_sleeps_and_a_lone_signal_rings_it_awake(start_
         wait_for(lambda: process_state(master) == "S", 10, "the master to sleep in poll")
         app.handle.signal(30)
         assert app.handle.wait(201, timeout=10) == 201
+
+
+FLOOD = """
+import time
+from uwsgisig.scheduling import register_timer_ms
+
+FLOODING = True
+
+
+@Signal(10).register_handler(target="worker")
+def quick(num):
+    pass
+
+
+@Signal(1).register_handler(target="mule1")
+def flood(num):
+    # Never stops: the master's rings are never quiet while this runs.
+    record("flooding", num)
+    while True:
+        Signal(10).send()
+
+
+@register_timer_ms(20, target="worker1")
+def tick(num):
+    record("tick", num)
+"""
+
+
+def test_a_master_flooded_by_a_sender_still_fires_timers_and_stops(start_app):
+    # After work the master serves its rings alone for a while; a sender that
+    # never pauses must not keep it from its timers and its POSIX signals
+    # (tests/runtime/test_master_spin.py holds the bound on a fake clock).
+    app = start_app(FLOOD, workers=2, mules=1)
+    app.handle.signal(1)
+    app.wait_records("flooding", 1)
+    ticks = len(app.records("tick"))
+    app.wait_records("tick", ticks + 5, timeout=20)
+    assert app.handle.stop() == 0  # a clean stop, not one ended by SIGKILL

@@ -35,6 +35,7 @@ from ..wire.frames import (
     PROC_READY,
     RAISE_FRAMES,
     RAISE_WINDOW,
+    READ_SIZE,
     Frame,
     FrameReader,
     Op,
@@ -267,7 +268,7 @@ class MasterLink:
         if timeout is not None and not self._poll.poll(max(0, int(timeout * 1000) + 1)):
             return False
         try:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(READ_SIZE)
         except ConnectionResetError:
             data = b""
         if not data:
@@ -283,7 +284,7 @@ class MasterLink:
                 return False
         with self._read_lock:
             try:
-                data = self.sock.recv(262144, socket.MSG_DONTWAIT)
+                data = self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return False  # another thread took it
             except ConnectionResetError:

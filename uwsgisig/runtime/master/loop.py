@@ -50,7 +50,15 @@ from ..schedule.events import (
     timer_event,
     unique_length,
 )
-from ..wire.frames import FRAME, FRAME_SIZE, PROC_READY, Op, RegisterError, pack_payload
+from ..wire.frames import (
+    FRAME,
+    FRAME_SIZE,
+    PROC_READY,
+    READ_SIZE,
+    Op,
+    RegisterError,
+    pack_payload,
+)
 from .admission import admit
 from .cluster import ClusterLink
 from .command import Command
@@ -76,7 +84,6 @@ __all__ = ["Master"]
 
 log = logging.getLogger("uwsgisig")
 
-READ_SIZE = 262144
 # Seconds between the master's looks at the children's harakiri deadlines.
 HARAKIRI_INTERVAL = 1.0
 # Seconds between looks at the backlog while flow control holds credit back.

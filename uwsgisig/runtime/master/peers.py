@@ -16,7 +16,16 @@ import termios
 from ..ipc.progress import ProgressCell
 from ..ipc.rings import Ring
 from ..model.roles import Role
-from ..wire.frames import DELIVER_FRAMES, FRAME, FRAME_SIZE, RUN_FRAMES, FrameReader, Op, pack
+from ..wire.frames import (
+    DELIVER_FRAMES,
+    FRAME,
+    FRAME_SIZE,
+    READ_SIZE,
+    RUN_FRAMES,
+    FrameReader,
+    Op,
+    pack,
+)
 
 __all__ = ["Peer", "SharedQueue", "Slot"]
 
@@ -165,7 +174,7 @@ class Slot(Peer):
         # MSG_DONTWAIT, not setblocking(): the flag would be shared with every
         # process that holds this end, the replacement among them.
         try:
-            while self.child_end.recv(262144, socket.MSG_DONTWAIT):
+            while self.child_end.recv(READ_SIZE, socket.MSG_DONTWAIT):
                 pass
         except (BlockingIOError, InterruptedError):
             pass

@@ -26,9 +26,10 @@ __all__ = [
     "FRAME",
     "FRAME_SIZE",
     "Frame",
-    "RAISE_FRAMES",
     "PROC_READY",
+    "RAISE_FRAMES",
     "RAISE_WINDOW",
+    "READ_SIZE",
     "RUN_FRAMES",
     "FrameReader",
     "Op",
@@ -103,6 +104,11 @@ def pack_payload(payload: bytes) -> bytes:
         for i in range(0, len(padded), 4)
     )
 
+
+# Bytes asked of a socket per read of frames (8,192 frames). Not more: a read
+# buffer past malloc's mmap threshold (128 KiB) is mapped and unmapped on
+# every read, which cost 17 us a read here, more than the read itself.
+READ_SIZE = 65536
 
 # The frames sent once per signal, made once: the hot path only indexes them.
 RAISE_FRAMES = tuple(pack(Op.RAISE, num) for num in range(256))
