@@ -460,6 +460,7 @@ class Master:
         self._rings_were_busy = False
 
     def _rings_pending(self) -> bool:
+        """Whether any ring, the children's or the handle's, holds frames."""
         if self.rings.pending():
             return True
         return self._controller_rings is not None and self._controller_rings.pending()
