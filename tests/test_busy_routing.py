@@ -55,7 +55,7 @@ def start_slow_app(start_app, target: str, options: dict, count: int, raiser: st
     return start_app(source, **options)
 
 
-@pytest.mark.parametrize("raised_by", ["controller", "child"])
+@pytest.mark.parametrize("raised_by", ["controller", "child", "one at a time"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_n_slow_signals_on_n_idle_processes_run_side_by_side(start_app, tmp_path, case, raised_by):
     target, options, count, kind = CASES[case]
@@ -66,8 +66,15 @@ def test_n_slow_signals_on_n_idle_processes_run_side_by_side(start_app, tmp_path
     if raised_by == "controller":
         for _ in range(count):
             app.handle.signal(10)
-    else:
+    elif raised_by == "child":
         app.handle.signal(1)
+    else:
+        # Each signal alone in its write (the next is raised once it started)
+        # goes to the queue's "single" socket, whose write wakes one idle
+        # reader: never a busy one, and never nobody.
+        for started in range(1, count + 1):
+            app.handle.signal(10)
+            app.wait_records("started", started, timeout=20)
     started = app.wait_records("started", count, timeout=20)
     assert app.records("finished") == []  # all of them run at once, none is done
     who = {words[-2] for words in started}
@@ -111,26 +118,6 @@ def test_more_slow_signals_than_processes_queue_and_none_is_dropped(start_app, t
     (tmp_path / "go").touch()
     app.wait_records("finished", 5)
     assert len(app.records("started")) == 5
-
-
-@pytest.mark.parametrize("case", ["worker", "mule", "farm_pool"])
-def test_lone_signals_raised_one_at_a_time_each_wake_another_idle_process(
-    start_app, tmp_path, case
-):
-    # Each signal is alone in its write (the next is raised only once it has
-    # started), so each goes to the queue's "single" socket, whose write wakes
-    # one idle reader: never the busy ones, and never nobody.
-    target, options, count, kind = CASES[case]
-    app = start_slow_app(start_app, target, options, 0, "worker1" if kind == "mule" else "mule1")
-    for started in range(1, count + 1):
-        app.handle.signal(10)
-        app.wait_records("started", started, timeout=20)
-    assert app.records("finished") == []
-    who = {words[-2] for words in app.records("started")}
-    assert len(who) == count
-    assert all(name.startswith(kind) for name in who)
-    (tmp_path / "go").touch()
-    app.wait_records("finished", count)
 
 
 def test_lone_signals_raised_while_every_process_is_busy_all_run_once_they_are_free(

@@ -330,8 +330,9 @@ def test_a_queue_with_one_reader_writes_everything_to_the_burst_socket() -> None
 
 
 def test_shared_queue_writes_and_reads_without_blocking(queue: SharedQueue) -> None:
-    assert queue.sock is queue.burst_write
-    assert not queue.single_write.getblocking()
+    assert queue.sock is queue.burst.write_end
+    assert not queue.single.write_end.getblocking()
+    assert not queue.burst.write_end.getblocking()
     for end in queue.read_ends:
         assert not end.getblocking()
         with pytest.raises(BlockingIOError):

@@ -205,85 +205,79 @@ class SharedQueue:
 
     def __init__(self, name: str, readers: int = 2) -> None:
         self.name = name
-        self.single_write, self.single_read = _nonblocking_pair()
-        self.burst_write, self.burst_read = _nonblocking_pair()
+        self.single = _Pipe()
+        self.burst = _Pipe()
         self.lone_to_single = readers > 1
         # The end the master watches for room to write (``single`` never fills).
-        self.sock = self.burst_write
+        self.sock = self.burst.write_end
         self.outbox = bytearray()
         self.watching_out = False  # whether the master's poll waits for room to write
-        # Bytes were written since the socket was last seen empty.
-        self._single_unread = False
-        self._burst_unread = False
 
     @property
     def read_ends(self) -> tuple[socket.socket, socket.socket]:
         """``(single, burst)``: what a reader of the queue reads."""
-        return self.single_read, self.burst_read
+        return self.single.read_end, self.burst.read_end
 
     def fds(self) -> list[int]:
         """Every descriptor of the queue (a forked child closes those it does not read)."""
-        return [
-            sock.fileno()
-            for sock in (self.single_write, self.single_read, self.burst_write, self.burst_read)
-        ]
+        return [*self.single.fds(), *self.burst.fds()]
 
     def close(self) -> None:
         """Close every end (the master's copies)."""
-        for sock in (self.single_write, self.single_read, self.burst_write, self.burst_read):
-            sock.close()
+        self.single.close()
+        self.burst.close()
 
     def write(self) -> None:
         """Write what the outbox holds without blocking: a lone signal to ``single``
         (with two readers or more), the rest to ``burst``; what does not fit stays."""
         outbox = self.outbox
-        if len(outbox) == 1 and self.lone_to_single:
-            try:
-                sent = self.single_write.send(outbox)
-            except (BlockingIOError, InterruptedError):
-                sent = 0  # never in practice: readers drain it a byte at a time
-            if sent:
-                self._single_unread = True
-                del outbox[:sent]
-                return
-        try:
-            sent = self.burst_write.send(outbox)
-        except (BlockingIOError, InterruptedError):
+        if len(outbox) == 1 and self.lone_to_single and self.single.send(outbox):
+            outbox.clear()
             return
-        if sent:
-            self._burst_unread = True
-            del outbox[:sent]
+        del outbox[: self.burst.send(outbox)]
 
     def backlog(self) -> int:
         """Signals in the outbox and in the sockets that no reader took yet."""
-        return len(self.outbox) + self._unread_single() + self._unread_burst()
+        return len(self.outbox) + self.single.unread() + self.burst.unread()
 
-    def _unread_single(self) -> int:
-        if not self._single_unread:
+
+class _Pipe:
+    """One socketpair of a shared queue: both ends stay open in the master."""
+
+    __slots__ = ("_maybe_unread", "read_end", "write_end")
+
+    def __init__(self) -> None:
+        self.write_end, self.read_end = socket.socketpair()
+        self.write_end.setblocking(False)
+        self.read_end.setblocking(False)
+        self._maybe_unread = False  # bytes were written since it was last seen empty
+
+    def send(self, data: bytearray) -> int:
+        """Write what fits of ``data`` without blocking; return how many bytes."""
+        try:
+            sent = self.write_end.send(data)
+        except (BlockingIOError, InterruptedError):
             return 0
-        unread = _unread(self.single_read)
-        self._single_unread = unread > 0
+        if sent:
+            self._maybe_unread = True
+        return sent
+
+    def unread(self) -> int:
+        """Bytes written that no reader took yet."""
+        if not self._maybe_unread:
+            return 0
+        # The master holds the read end too, so FIONREAD sees what is unread.
+        raw = fcntl.ioctl(self.read_end.fileno(), termios.FIONREAD, _INT_ZERO)
+        unread = struct.unpack("i", raw)[0]
+        self._maybe_unread = unread > 0
         return unread
 
-    def _unread_burst(self) -> int:
-        if not self._burst_unread:
-            return 0
-        unread = _unread(self.burst_read)
-        self._burst_unread = unread > 0
-        return unread
+    def fds(self) -> list[int]:
+        return [self.write_end.fileno(), self.read_end.fileno()]
 
-
-def _nonblocking_pair() -> tuple[socket.socket, socket.socket]:
-    write_end, read_end = socket.socketpair()
-    write_end.setblocking(False)
-    read_end.setblocking(False)
-    return write_end, read_end
-
-
-def _unread(read_end: socket.socket) -> int:
-    # The master holds the read end too, so FIONREAD sees what is unread.
-    raw = fcntl.ioctl(read_end.fileno(), termios.FIONREAD, _INT_ZERO)
-    return struct.unpack("i", raw)[0]
+    def close(self) -> None:
+        self.write_end.close()
+        self.read_end.close()
 
 
 _INT_ZERO = struct.pack("i", 0)
