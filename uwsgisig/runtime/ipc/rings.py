@@ -127,7 +127,8 @@ class Ring:
         if head == tail:
             return b""
         size = self.size
-        start, end = tail % size, tail % size + (head - tail)
+        start = tail % size
+        end = start + head - tail
         if end <= size:
             frames = bytes(self.data[start:end])
         else:

@@ -182,8 +182,14 @@ class Master:
             else None
         )
         self.peers: list[Peer] = [*self.slots, *([self.controller] if self.controller else [])]
-        self._ringed = [(peer, peer.ring) for peer in self.peers if peer.ring is not None]
-        self._controller_rings = controller_rings  # the handle's ring lives in its own mapping
+        # Each child's ring in the master's mapping; the handle's lives in a mapping of its own.
+        self._ringed = [(slot, slot.ring) for slot in self.slots if slot.ring is not None]
+        self._controller_rings = controller_rings
+        self._controller_ringed = (
+            (self.controller, self.controller.ring)
+            if self.controller is not None and self.controller.ring is not None
+            else None
+        )
         self._dirty: set[Peer | SharedQueue] = set()
         self.router = Router(
             table,
@@ -467,14 +473,19 @@ class Master:
 
     def _read_rings(self) -> bool:
         """Act on the frames of every ring; True if any ring had some."""
-        if not self._rings_pending():
-            return False
-        self._rings_were_busy = True
-        for peer, ring in self._ringed:
-            frames = ring.take()
-            if frames:
-                self._act_on(peer, frames)
-        return True
+        read = False
+        if self.rings.pending():
+            read = self._rings_were_busy = True
+            for slot, ring in self._ringed:
+                frames = ring.take()
+                if frames:
+                    self._act_on(slot, frames)
+        if self._controller_ringed is not None:
+            controller, ring = self._controller_ringed
+            if ring.pending():
+                read = self._rings_were_busy = True
+                self._act_on(controller, ring.take())
+        return read
 
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the next internal timer or external event, None if none."""
