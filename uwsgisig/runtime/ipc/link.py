@@ -43,6 +43,7 @@ from ..wire.frames import (
     FrameReader,
     Op,
     RegisterError,
+    numbers_if_all,
     pack,
     pack_payload,
 )
@@ -313,15 +314,11 @@ class MasterLink:
 
     def _sort(self, data: bytes) -> None:
         frames = self._reader.whole_frames(data)
-        count = len(frames) // FRAME_SIZE
-        if (
-            count > 1
-            and frames[0::FRAME_SIZE].count(_RUN) == count
-            and frames[3::FRAME_SIZE].count(0) == count
-        ):
-            # Only RUN frames (a burst for this process alone, a fan-out to
-            # `workers`): their numbers join the inbox in one step, not frame by frame.
-            self.inbox.extend(zip(repeat(_RUN), frames[2::FRAME_SIZE]))
+        # Only RUN frames (a burst for this process alone, a fan-out to `workers`):
+        # their numbers join the inbox in one step, not frame by frame.
+        runs = numbers_if_all(frames, _RUN) if len(frames) > FRAME_SIZE else None
+        if runs is not None:
+            self.inbox.extend(zip(repeat(_RUN), runs))
             return
         for op, arg, num, value in FRAME.iter_unpack(frames):
             if op == _CREDIT:

@@ -184,7 +184,6 @@ class Master:
         self.peers: list[Peer] = [*self.slots, *([self.controller] if self.controller else [])]
         # Each child's ring in the master's mapping; the handle's lives in a mapping of its own.
         self._ringed = [(slot, slot.ring) for slot in self.slots if slot.ring is not None]
-        self._controller_rings = controller_rings
         self._controller_ringed = (
             (self.controller, self.controller.ring)
             if self.controller is not None and self.controller.ring is not None
@@ -469,7 +468,7 @@ class Master:
         """Whether any ring, the children's or the handle's, holds frames."""
         if self.rings.pending():
             return True
-        return self._controller_rings is not None and self._controller_rings.pending()
+        return self._controller_ringed is not None and self._controller_ringed[1].pending()
 
     def _read_rings(self) -> bool:
         """Act on the frames of every ring; True if any ring had some."""

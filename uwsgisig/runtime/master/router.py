@@ -32,7 +32,7 @@ import attrs
 
 from ..model.table import Entry, SignalTable
 from ..model.targets import Target
-from ..wire.frames import ANY_SIGNAL, FRAME_SIZE, RUN_FRAMES, Op
+from ..wire.frames import ANY_SIGNAL, FRAME_SIZE, RUN_FRAMES, Op, numbers_if_all
 from .held import HeldSignals
 from .peers import Peer, SharedQueue, Slot
 
@@ -221,11 +221,10 @@ class Router:
                 return 0  # another frame, or a number past 255 (refused one by one)
             self.route(frames[2])
             return 1
-        if count < 2 or frames[0::FRAME_SIZE].count(_RAISE) != count:
+        # Anything else, or a number past 255 (refused one by one), goes frame by frame.
+        nums = numbers_if_all(frames, _RAISE) if count > 1 else None
+        if nums is None:
             return 0
-        if frames[3::FRAME_SIZE].count(0) != count:
-            return 0  # a number past 255: one by one, where it is refused
-        nums = frames[2::FRAME_SIZE]
         if self.paused is not None:
             self.paused += nums
             return count
