@@ -179,6 +179,38 @@ def test_a_journal_job_its_spooler_died_in_becomes_a_file_with_the_try_counted(t
     assert spool.pending() == []
 
 
+def test_a_recovery_that_dies_midway_is_taken_up_by_the_next_spooler(tmp_path):
+    spool = SpoolDir(tmp_path)
+    path = spool.put({"n": 1}, retries=2)
+    close_journals()
+    spooler_dies_in_a_job(tmp_path)
+    [mark] = tmp_path.glob(".running-*")
+    # A replacement took the mark to recover the job, and was killed before it was done.
+    os.rename(mark, mark.with_name(f"{mark.name}.taken-999999999"))
+    assert spool.pending() == [path]
+    spooler(tmp_path, Recorder()).recover()
+    assert spool.load(path).attempts == 1
+    # Only the recovering process's own mark is left: the taken one was done with.
+    assert [m.name for m in tmp_path.glob(".running-*")] == [f".running-{os.getpid()}"]
+    handler = Recorder()
+    run_all(spooler(tmp_path, handler, now=1e12))
+    assert handler.seen == [1]
+    assert spool.pending() == []
+
+
+def test_a_mark_taken_by_a_live_spooler_is_left_to_it(tmp_path):
+    spool = SpoolDir(tmp_path)
+    path = spool.put({"n": 1})
+    close_journals()
+    spooler_dies_in_a_job(tmp_path)
+    [mark] = tmp_path.glob(".running-*")
+    taken = mark.with_name(f"{mark.name}.taken-{os.getppid()}")  # a live process
+    os.rename(mark, taken)
+    assert spool.interrupted() == []
+    assert taken.exists()
+    assert spool.pending() == [path]
+
+
 def test_a_mark_written_before_the_cursor_moved_leaves_the_job_to_its_journal(tmp_path):
     spool = SpoolDir(tmp_path)
     path = spool.put({"n": 1})

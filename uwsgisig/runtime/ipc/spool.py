@@ -323,15 +323,20 @@ class SpoolDir:
 
     def interrupted(self) -> list[Running]:
         """The jobs that spoolers now dead were running; each one's mark stays (it keeps the
-        job's journal) until `Running.forget`."""
+        job's journal) until `Running.forget`.
+
+        A mark is taken by renaming it ``.running-PID.taken-ME``. One whose taker died
+        too, before it was done with it, is taken again: the job is not left behind.
+        """
         found = []
         for entry in list(self.path.iterdir()):
-            if not entry.name.startswith(RUNNING_PREFIX) or ".taken-" in entry.name:
+            if not entry.name.startswith(RUNNING_PREFIX):
                 continue
-            pid = entry.name[len(RUNNING_PREFIX) :]
-            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            mark, _, taker = entry.name.partition(".taken-")
+            holder = taker or mark[len(RUNNING_PREFIX) :]  # the process it belongs to
+            if not holder.isdigit() or int(holder) == os.getpid() or _alive(int(holder)):
                 continue
-            taken = entry.with_name(f"{entry.name}.taken-{os.getpid()}")
+            taken = entry.with_name(f"{mark}.taken-{os.getpid()}")
             with contextlib.suppress(FileNotFoundError):
                 os.rename(entry, taken)  # one spooler process takes a dead one's mark
                 ran = Running.parse(taken.read_text(), taken)
